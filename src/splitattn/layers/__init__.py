@@ -1,0 +1,18 @@
+"""Building blocks that know nothing about whole networks."""
+
+from .dropblock import DropBlock2D, set_drop_block_prob
+from .norm import NORM_LAYERS, get_norm_layer, group_norm, pooled_norm_layer, uses_batch_statistics
+from .split_attention import RadixSoftmax, SplitAttention, attention_channels
+
+__all__ = [
+    "NORM_LAYERS",
+    "DropBlock2D",
+    "RadixSoftmax",
+    "SplitAttention",
+    "attention_channels",
+    "get_norm_layer",
+    "group_norm",
+    "pooled_norm_layer",
+    "set_drop_block_prob",
+    "uses_batch_statistics",
+]

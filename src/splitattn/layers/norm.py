@@ -1,0 +1,58 @@
+"""Normalisation choices for the backbone.
+
+The released models use plain BatchNorm everywhere, including *inside* split attention on a
+1×1 pooled map. That BN needs several samples per device (ResNeSt issues #46, #146), so
+small-batch users need SyncBN, frozen BN (detection fine-tuning) or GroupNorm (no batch statistics).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def group_norm(num_channels: int, num_groups: int = 32, eps: float = 1e-5) -> nn.GroupNorm:
+    """GroupNorm with up to ``num_groups`` groups: the largest divisor of both (e.g. 80 channels -> 16)."""
+    return nn.GroupNorm(math.gcd(num_groups, num_channels), num_channels, eps=eps)
+
+
+NORM_LAYERS: dict[str, NormLayer] = {
+    "bn": nn.BatchNorm2d,
+    "syncbn": nn.SyncBatchNorm,
+    "frozenbn": partial(FrozenBatchNorm2d, eps=1e-5),
+    "gn": group_norm,
+}
+
+
+def get_norm_layer(norm: str | NormLayer) -> NormLayer:
+    """Resolve ``'bn' | 'syncbn' | 'frozenbn' | 'gn'`` or pass a ``channels -> Module`` callable through."""
+    if callable(norm):
+        return norm
+    try:
+        return NORM_LAYERS[norm.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(
+            f"unknown norm_layer {norm!r}: use one of {sorted(NORM_LAYERS)} or a callable taking the channel count"
+        ) from None
+
+
+def pooled_norm_layer(norm: str | NormLayer) -> NormLayer:
+    """Norm for split attention's globally pooled 1×1 map.
+
+    GroupNorm with 32 groups would normalise a single value per group there (its output is just β,
+    so the attention would ignore its input); one group (a LayerNorm over the attention channels)
+    keeps the signal and needs no batch statistics. Every other choice is used unchanged.
+    """
+    resolved = get_norm_layer(norm)
+    return partial(nn.GroupNorm, 1) if resolved is group_norm else resolved
+
+
+def uses_batch_statistics(module: nn.Module) -> bool:
+    """True when ``module`` normalises with the current batch's statistics (BN/SyncBN in train mode)."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training

@@ -1,0 +1,331 @@
+"""ResNeSt network: deep stem, avg-down shortcuts, avd, dilation and a feature-pyramid mode.
+
+One class covers every released variant (paper §3-4, official ``resnest/torch/resnet.py``) and the
+ResNet-D / ResNeXt-D baselines (``radix=0``). Module names reproduce the official state-dict keys
+(``conv1.0``, ``bn1``, ``layerL.B.conv2.{conv,bn0,fc1,bn1,fc2}``, ``downsample.1/2``, ``fc``, and
+``conv2``/``bn2`` for radix 0), so every public checkpoint loads with ``strict=True``.
+
+Behaviour that differs from the official torch code, on purpose:
+
+* ``zero_init_last`` really zeroes each block's last BN γ (official ``last_gamma`` is undone by the
+  generic BN init that runs after it; the Gluon recipe that made the weights had it working);
+* DropBlock exists (official torch raises ``NotImplementedError``) at the three Gluon sites;
+* inputs are validated with messages that name the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..layers import DropBlock2D, SplitAttention, get_norm_layer, pooled_norm_layer, uses_batch_statistics
+from ..layers.norm import NormLayer
+
+STAGE_PLANES = (64, 128, 256, 512)
+EXPANSION = 4
+
+
+def stage_layout(output_stride: int) -> list[tuple[int, int, int]]:
+    """(stride, dilation, first-block dilation) of layer1..layer4, with the official dilation rule.
+
+    Official ``dilated=True``/``dilation=4`` (OS 8): layer3 stride 1 with dilation 2 (first block 1),
+    layer4 stride 1 with dilation 4 (first block 2). ``dilation=2`` (OS 16): layer4 stride 1 with
+    dilation 2 (first block 1).
+    """
+    layouts = {
+        32: [(1, 1, 1), (2, 1, 1), (2, 1, 1), (2, 1, 1)],
+        16: [(1, 1, 1), (2, 1, 1), (2, 1, 1), (1, 2, 1)],
+        8: [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 4, 2)],
+    }
+    if output_stride not in layouts:
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    return layouts[output_stride]
+
+
+def _drop_block_or_identity(enabled: bool, drop_prob: float) -> nn.Module:
+    return DropBlock2D(drop_prob, block_size=3) if enabled else nn.Identity()
+
+
+class Bottleneck(nn.Module):
+    """ResNeSt bottleneck: 1×1 → split-attention k×k (or plain grouped conv for radix 0) → 1×1, ×4 expansion.
+
+    ``avd`` moves the stride out of the 3×3 conv into a 3×3 average pool, placed after it
+    (ResNeSt) or before it (``avd_first``, the "fast" models). DropBlock sites are the Gluon ones:
+    after bn1, after the split-attention output (after bn2 for radix 0), after bn3.
+    """
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        radix: int = 2,
+        cardinality: int = 1,
+        bottleneck_width: int = 64,
+        avd: bool = False,
+        avd_first: bool = False,
+        dilation: int = 1,
+        is_first: bool = False,
+        drop_block: bool = False,
+        drop_block_prob: float = 0.0,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: Callable[..., nn.Module] = nn.ReLU,
+        attn_norm_layer: NormLayer | None = None,
+    ):
+        super().__init__()
+        group_width = int(planes * (bottleneck_width / 64.0)) * cardinality
+        use_avd = avd and (stride > 1 or is_first)  # the official rule: also stride-1 blur in dilated stages
+        conv2_stride = 1 if use_avd else stride
+        avd_pool = nn.AvgPool2d(3, stride, padding=1) if use_avd else nn.Identity()
+
+        self.conv1 = nn.Conv2d(inplanes, group_width, kernel_size=1, bias=False)
+        self.bn1 = norm_layer(group_width)
+        self.drop_block1 = _drop_block_or_identity(drop_block, drop_block_prob)
+        self.act1 = act_layer(inplace=True)
+        self.avd_pre = avd_pool if use_avd and avd_first else nn.Identity()
+        if radix >= 1:
+            self.conv2 = SplitAttention(group_width, group_width, 3, conv2_stride, dilation, dilation,
+                                        cardinality=cardinality, radix=radix,
+                                        norm_layer=norm_layer, act_layer=act_layer,
+                                        attn_norm_layer=attn_norm_layer)
+            self.bn2 = nn.Identity()
+            self.act2 = nn.Identity()
+        else:
+            self.conv2 = nn.Conv2d(group_width, group_width, 3, conv2_stride, dilation, dilation,
+                                   groups=cardinality, bias=False)
+            self.bn2 = norm_layer(group_width)
+            self.act2 = act_layer(inplace=True)
+        self.drop_block2 = _drop_block_or_identity(drop_block, drop_block_prob)
+        self.avd_post = avd_pool if use_avd and not avd_first else nn.Identity()
+        self.conv3 = nn.Conv2d(group_width, planes * EXPANSION, kernel_size=1, bias=False)
+        self.bn3 = norm_layer(planes * EXPANSION)
+        self.drop_block3 = _drop_block_or_identity(drop_block, drop_block_prob)
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.act3 = act_layer(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.downsample(x)
+        out = self.act1(self.drop_block1(self.bn1(self.conv1(x))))
+        out = self.avd_pre(out)
+        out = self.act2(self.drop_block2(self.bn2(self.conv2(out))))
+        out = self.avd_post(out)
+        out = self.drop_block3(self.bn3(self.conv3(out)))
+        return self.act3(out + shortcut)
+
+
+def avg_down_shortcut(inplanes: int, outplanes: int, stride: int, norm_layer: NormLayer) -> nn.Sequential:
+    """ResNet-D shortcut: average pool (identity at stride 1) → 1×1 conv → norm; keys ``downsample.1/2``."""
+    pool = (nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+            if stride > 1 else nn.Identity())
+    return nn.Sequential(pool, nn.Conv2d(inplanes, outplanes, 1, bias=False), norm_layer(outplanes))
+
+
+class ResNeSt(nn.Module):
+    """ResNeSt / ResNet-D classifier (deep stem, avg-down shortcuts).
+
+    Args:
+        layers: blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNeSt-50.
+        radix: R splits per cardinal group; 0 gives the plain ResNet-D bottleneck.
+        cardinality: K cardinal groups.
+        bottleneck_width: width per group at stage 1 (64 = ResNet width).
+        stem_width: deep-stem width (32 for ResNeSt-50 and the fast models, 64 for 101/200/269).
+        avd: average-pool downsampling in the first block of stages 2-4.
+        avd_first: pool before (fast models) instead of after the 3×3 split-attention conv.
+        output_stride: 32, 16 or 8, with the official dilation semantics (see :func:`stage_layout`).
+        num_classes: classifier outputs; 0 removes the head (``forward`` returns pooled features).
+        in_chans: input channels.
+        drop_rate: dropout before ``fc`` (0.2 for ResNeSt-200/269 in the recipe).
+        drop_block_rate: initial DropBlock probability at the three sites in layers 3-4; change it
+            during training with :func:`splitattn.layers.set_drop_block_prob`.
+        zero_init_last: zero each block's last norm γ after init (the recipe's ``--last-gamma``).
+        norm_layer: ``'bn' | 'syncbn' | 'frozenbn' | 'gn'`` or a callable taking the channel count.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        radix: int = 2,
+        cardinality: int = 1,
+        bottleneck_width: int = 64,
+        stem_width: int = 32,
+        avd: bool = True,
+        avd_first: bool = False,
+        output_stride: int = 32,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_block_rate: float = 0.0,
+        zero_init_last: bool = True,
+        norm_layer: str | NormLayer = "bn",
+        act_layer: Callable[..., nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        if len(layers) != 4 or min(layers) < 1:
+            raise ValueError(f"layers must be 4 positive block counts, got {tuple(layers)}")
+        if radix < 0 or cardinality < 1:
+            raise ValueError(f"radix must be >= 0 and cardinality >= 1, got {radix}, {cardinality}")
+        if in_chans < 1 or num_classes < 0:
+            raise ValueError(f"in_chans must be >= 1 and num_classes >= 0, got {in_chans}, {num_classes}")
+        norm = get_norm_layer(norm_layer)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.output_stride = output_stride
+        self.num_features = STAGE_PLANES[-1] * EXPANSION
+
+        # Deep stem (ResNet-C/D): three 3×3 convs; Sequential indices 0/1/3/4/6 are the official keys.
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(in_chans, stem_width, 3, 2, 1, bias=False), norm(stem_width), act_layer(inplace=True),
+            nn.Conv2d(stem_width, stem_width, 3, 1, 1, bias=False), norm(stem_width), act_layer(inplace=True),
+            nn.Conv2d(stem_width, stem_width * 2, 3, 1, 1, bias=False),
+        )
+        self.bn1 = norm(stem_width * 2)
+        self.act1 = act_layer(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+        inplanes = stem_width * 2
+        reduction = 4
+        self.feature_info = [dict(num_chs=inplanes, reduction=2, module="act1")]
+        block_args = dict(radix=radix, cardinality=cardinality, bottleneck_width=bottleneck_width,
+                          avd=avd, avd_first=avd_first, norm_layer=norm, act_layer=act_layer,
+                          attn_norm_layer=pooled_norm_layer(norm_layer))
+        for index, (planes, blocks, (stride, dilation, first_dilation)) in enumerate(
+            zip(STAGE_PLANES, layers, stage_layout(output_stride)), start=1
+        ):
+            drop_block = index >= 3  # DropBlock lives in the last two stages only (paper §4, Gluon defs)
+            outplanes = planes * EXPANSION
+            stage = [Bottleneck(inplanes, planes, stride,
+                                downsample=avg_down_shortcut(inplanes, outplanes, stride, norm),
+                                dilation=first_dilation, is_first=index > 1,
+                                drop_block=drop_block, drop_block_prob=drop_block_rate, **block_args)]
+            stage += [Bottleneck(outplanes, planes, dilation=dilation, drop_block=drop_block,
+                                 drop_block_prob=drop_block_rate, **block_args) for _ in range(1, blocks)]
+            self.add_module(f"layer{index}", nn.Sequential(*stage))
+            inplanes = outplanes
+            reduction *= stride
+            self.feature_info.append(dict(num_chs=outplanes, reduction=reduction, module=f"layer{index}"))
+
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(zero_init_last)
+
+    # ----------------------------------------------------------------- init
+    def _init_weights(self, zero_init_last: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                # He normal, fan-out: std = sqrt(2 / (k·k·out_channels)) as the official code
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and module.affine:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if zero_init_last:
+            # After the generic init, unlike the official torch code where this ordering made it a no-op.
+            for module in self.modules():
+                if isinstance(module, Bottleneck) and getattr(module.bn3, "weight", None) is not None:
+                    nn.init.zeros_(module.bn3.weight)
+
+    # ----------------------------------------------------------------- head
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a fresh ``num_classes``-way linear layer (0 removes it)."""
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    # ----------------------------------------------------------------- checks
+    @torch.jit.unused
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError that names the fix for inputs the network cannot use."""
+        if x.dim() != 4:
+            raise ValueError(f"expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}; "
+                             "add a batch dimension with x.unsqueeze(0)")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"input has {x.shape[1]} channels but the model expects {self.in_chans}: convert the image "
+                f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}")
+        height, width = x.shape[2], x.shape[3]
+        if height < self.output_stride or width < self.output_stride:
+            raise ValueError(
+                f"input {height}×{width} is smaller than the output stride {self.output_stride}: the last "
+                f"feature map would be computed from padding alone. Resize to at least "
+                f"{self.output_stride}×{self.output_stride} (the official eval crops are 224-416)")
+        if self.training and x.shape[0] == 1 and any(
+            uses_batch_statistics(m.bn1) for m in self.modules() if isinstance(m, SplitAttention)
+        ):
+            raise ValueError(
+                "batch size 1 in training mode: the BatchNorm inside split attention normalises a globally "
+                "pooled 1×1 map, so it sees one value per channel and cannot compute batch statistics. "
+                "Train with batches of 2 or more (16+ per device is advised), call model.eval() for "
+                "inference, or build the model with norm_layer='syncbn', 'frozenbn' or 'gn'")
+
+    # ----------------------------------------------------------------- forward
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv1(x)))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and the four stages: the C5 map of stride ``output_stride``."""
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+            self.check_input(x)
+        x = self.maxpool(self.forward_stem(x))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class ResNeStFeatures(ResNeSt):
+    """Backbone returning the maps at ``out_indices`` (0 = stem/2, 1..4 = C2..C5) for FPN or segmentation.
+
+    ``feature_info`` gives each returned map's channels (``num_chs``) and stride (``reduction``).
+    The classifier is removed; stages past the deepest requested index are kept (so full
+    checkpoints still load strictly) but never run.
+    """
+
+    def __init__(self, *args, out_indices: Sequence[int] = (1, 2, 3, 4), **kwargs):
+        kwargs["num_classes"] = 0
+        super().__init__(*args, **kwargs)
+        out_indices = tuple(out_indices)
+        if not out_indices or any(i not in range(5) for i in out_indices) or len(set(out_indices)) != len(out_indices):
+            raise ValueError(f"out_indices must be distinct values in 0..4 (0 = stem, 1..4 = C2..C5), "
+                             f"got {out_indices}")
+        self.out_indices = sorted(out_indices)
+        self.feature_info = [self.feature_info[i] for i in self.out_indices]
+        self.return_stem = 0 in out_indices
+        self.last_index = max(out_indices)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+            self.check_input(x)
+        # Unrolled: TorchScript cannot iterate over stages of different module types.
+        features: list[torch.Tensor] = []
+        x = self.forward_stem(x)
+        if self.return_stem:
+            features.append(x)
+        x = self.layer1(self.maxpool(x))
+        if 1 in self.out_indices:
+            features.append(x)
+        if self.last_index >= 2:
+            x = self.layer2(x)
+            if 2 in self.out_indices:
+                features.append(x)
+        if self.last_index >= 3:
+            x = self.layer3(x)
+            if 3 in self.out_indices:
+                features.append(x)
+        if self.last_index >= 4:
+            x = self.layer4(x)
+            features.append(x)
+        return features

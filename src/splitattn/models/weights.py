@@ -1,0 +1,242 @@
+"""Checkpoints: download with mirrors and sha256 checks, safe loading, and a readable key report.
+
+ResNeSt's weight links broke several times (S3 → Wasabi → GitHub releases; ResNeSt #94, #153,
+#183; timm #177), so every zoo checkpoint lists more than one URL, ``SPLITATTN_MIRRORS`` can put
+your own hosts first, and an offline machine gets told exactly where to put the file.
+Loading always uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import pickle
+import re
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .zoo import ModelEntry
+
+HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+_CHUNK = 1 << 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be fetched, read or matched to the model; the message says how to fix it."""
+
+
+def cache_dir() -> Path:
+    """Checkpoint cache: ``$SPLITATTN_HOME/checkpoints``, else ``<torch hub dir>/splitattn/checkpoints``."""
+    home = os.environ.get("SPLITATTN_HOME")
+    root = Path(home).expanduser() if home else Path(torch.hub.get_dir()) / "splitattn"
+    return root / "checkpoints"
+
+
+def mirror_urls(filename: str) -> list[str]:
+    """URLs built from ``SPLITATTN_MIRRORS`` (comma- or space-separated base URLs), tried before the zoo's own."""
+    bases = os.environ.get("SPLITATTN_MIRRORS", "").replace(",", " ").split()
+    return [f"{base.rstrip('/')}/{filename}" for base in bases]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, dest: Path, sha256_prefix: str | None, progress: bool, timeout: float) -> None:
+    """Stream ``url`` into a temporary file beside ``dest``, verify, then rename it into place."""
+    partial = dest.with_name(f"{dest.name}.{os.getpid()}.partial")
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "splitattn"})
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            digest = hashlib.sha256()
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress,
+                      leave=False) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+            if total is not None and out.tell() != total:
+                raise CheckpointError(f"download ended after {out.tell()} of {total} bytes")
+        actual = digest.hexdigest()
+        if sha256_prefix and not actual.startswith(sha256_prefix):
+            raise CheckpointError(f"sha256 {actual[:16]}… does not start with the expected {sha256_prefix}")
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def download_checkpoint(urls: list[str] | tuple[str, ...], filename: str, sha256_prefix: str | None = None,
+                        progress: bool = True, timeout: float = 30.0) -> Path:
+    """Return the cached ``filename``, downloading it from the first URL that works.
+
+    A cached file whose hash is wrong is deleted and fetched again; a failed or partial download
+    leaves nothing in the cache.
+    """
+    dest = cache_dir() / filename
+    if dest.is_file():
+        if sha256_prefix is None or sha256_of(dest).startswith(sha256_prefix):
+            return dest
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in [*mirror_urls(filename), *urls]:
+        try:
+            _fetch(url, dest, sha256_prefix, progress, timeout)
+            return dest
+        except (CheckpointError, urllib.error.URLError, http.client.HTTPException, OSError) as err:
+            errors.append(f"  {url}: {getattr(err, 'reason', None) or err}")
+    tried = "\n".join(errors) or "  (no URL known)"
+    raise CheckpointError(
+        f"could not download {filename}; tried:\n{tried}\n"
+        f"Fix: download the file yourself and put it at {dest} (SPLITATTN_HOME moves the cache), "
+        f"pass pretrained='/path/to/{filename}', or list a reachable host in SPLITATTN_MIRRORS."
+    )
+
+
+def resolve_checkpoint(source: bool | str | os.PathLike, entry: ModelEntry | None = None,
+                       progress: bool = True) -> Path:
+    """Turn ``pretrained=`` (True, a local path or a URL) into a local file."""
+    if source is True:
+        if entry is None or entry.checkpoint is None:
+            name = entry.name if entry else "this model"
+            raise CheckpointError(
+                f"no released checkpoint is known for {name}: pass pretrained='/path/or/url.pth' "
+                "with your own weights (models with released weights: splitattn list --pretrained)")
+        ckpt = entry.checkpoint
+        return download_checkpoint(ckpt.urls, ckpt.filename, ckpt.sha256_prefix, progress)
+    text = os.fspath(source)
+    if re.match(r"^(https?|file)://", text):
+        filename = text.rsplit("/", 1)[-1].split("?")[0]
+        match = HASH_IN_NAME.search(filename)  # torch.hub convention: name-<sha256 prefix>.pth
+        return download_checkpoint([text], filename, match.group(1) if match else None, progress)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist: check the path (or pass pretrained=True "
+                              "to download the released weights)")
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state_dict with ``weights_only=True``; unwrap ``state_dict``/``model`` and DDP ``module.``."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err).lower():
+            raise CheckpointError(
+                f"{path} holds pickled Python objects, not just tensors, and splitattn never unpickles code "
+                "(torch.load weights_only=True). If you trust its origin, re-save its tensors: "
+                "torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pth')") from None
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}); delete it and download it again") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({str(err).splitlines()[0]}); "
+                              "delete it and download it again") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} is not a state_dict (a dict of tensors): got {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did beyond a plain strict load."""
+
+    source: str
+    loaded: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _summarise(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, … (+{len(keys) - limit} more)" if len(keys) > limit else shown
+
+
+def _adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """RGB stem weights for another channel count: summed for 1 channel, tiled and rescaled otherwise."""
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeat = -(-in_chans // weight.shape[1])
+    return weight.repeat(1, repeat, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def load_weights(model: nn.Module, source: bool | str | os.PathLike | dict, *, head: bool | None = True,
+                 entry: ModelEntry | None = None, progress: bool = True) -> LoadReport:
+    """Load a checkpoint into ``model`` strictly, explaining any mismatch before anything is changed.
+
+    Args:
+        source: a state_dict, a path, a URL, or True for ``entry``'s released checkpoint.
+        head: True requires the classifier to match; False keeps the model's own (new) head;
+            None loads the head when it matches and otherwise keeps the new one, saying so.
+    """
+    if isinstance(source, dict):
+        state, label = dict(source), "state_dict"
+    else:
+        path = resolve_checkpoint(source, entry, progress)
+        state, label = read_state_dict(path), str(path)
+    report = LoadReport(label)
+    own = model.state_dict()
+
+    stem = "conv1.0.weight"
+    if stem in state and stem in own and state[stem].shape[1] != own[stem].shape[1]:
+        state[stem] = _adapt_input_conv(state[stem], own[stem].shape[1])
+        report.notes.append(f"adapted the {state[stem].shape[1]}-channel stem from the checkpoint's RGB weights")
+
+    ckpt_head = [k for k in state if k.startswith("fc.")]
+    model_has_head = "fc.weight" in own
+    keep_model_head = False
+    if model_has_head and head is False:
+        keep_model_head = True
+        report.notes.append("kept the model's own classifier (head=False)")
+    elif model_has_head and not ckpt_head and head is None:
+        keep_model_head = True
+        report.notes.append("the checkpoint has no classifier: kept the model's freshly initialised fc")
+    elif model_has_head and ckpt_head and state["fc.weight"].shape != own["fc.weight"].shape:
+        ckpt_classes, model_classes = state["fc.weight"].shape[0], own["fc.weight"].shape[0]
+        if head:
+            raise CheckpointError(
+                f"checkpoint has {ckpt_classes} classes, model has {model_classes}: pass "
+                f"num_classes={ckpt_classes}, or load with head=False to keep a new {model_classes}-way head")
+        keep_model_head = True
+        report.notes.append(f"checkpoint has {ckpt_classes} classes, model has {model_classes}: loaded the "
+                            f"backbone and kept a freshly initialised {model_classes}-way fc")
+    if keep_model_head or not model_has_head:  # a headless model (num_classes=0, features) drops it quietly
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+    # Old torch wrote no num_batches_tracked; frozen/group norm layers have none: neither is a mismatch.
+    state = {k: v for k, v in state.items() if not (k.endswith("num_batches_tracked") and k not in own)}
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
+               and not (keep_model_head and k.startswith("fc."))]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        lines = [f"checkpoint {label} does not match the model ({type(model).__name__}):"]
+        if missing:
+            lines.append(f"  missing from the checkpoint ({len(missing)}): {_summarise(missing)}")
+        if unexpected:
+            lines.append(f"  not in the model ({len(unexpected)}): {_summarise(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatch ({len(shapes)}): {_summarise(shapes, 3)}")
+        lines.append("Fix: build the variant the checkpoint was saved from (compare blocks per stage, radix, "
+                     "cardinality, stem width), or convert its keys to the official layout.")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state, strict=False)
+    report.loaded = len(state)
+    return report

@@ -1,0 +1,56 @@
+"""The command line: list, info, download, demo, and errors that name the fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from splitattn.cli import main
+
+
+def test_list_prints_measured_and_published_figures(capsys):
+    assert main(["list", "resnest*0"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("resnest50 "))
+    assert row.split()[1:5] == ["27.48", "27.48", "5.37", "5.37"]
+    assert "resnest200" in out and "resnest14 " not in out
+
+
+def test_list_filters(capsys):
+    assert main(["list", "--tag", "baseline"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:-1]]
+    assert rows == ["resnet50d", "resnext50d_32x4d"]
+    assert main(["list", "--pretrained", "res*"]) == 0
+    assert "resnet50d" not in capsys.readouterr().out
+
+
+def test_info_text_and_json(capsys):
+    assert main(["info", "resnest101e"]) == 0  # a timm alias
+    out = capsys.readouterr().out
+    assert "resnest101: ResNeSt-101" in out and "13.32 GMACs at 256" in out and "22405ba7" in out
+    assert main(["info", "resnest50_fast_1s4x24d", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["measured"]["params_m"] == pytest.approx(25.68, abs=0.005)
+    assert info["arch"]["cardinality"] == 4
+
+
+def test_unknown_model_exits_2_with_a_suggestion(capsys):
+    assert main(["info", "resnest_50"]) == 2
+    assert "Did you mean 'resnest50'" in capsys.readouterr().err
+
+
+def test_console_script_help_runs_in_a_fresh_process():
+    out = subprocess.run([sys.executable, "-m", "splitattn", "--help"], capture_output=True, text=True, check=True)
+    for command in ("list", "info", "download", "demo"):
+        assert command in out.stdout
+
+
+def test_demo_runs_a_real_photo(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "true class 243 'bull mastiff'" in out
+    assert "forward: (1, 3, 224, 224) -> (1, 1000)" in out
+    assert "27.48 M params" in out and "C5 (2048, 28, 28) /8" in out
