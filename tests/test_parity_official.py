@@ -38,12 +38,14 @@ def test_official_weights_load_both_ways_and_logits_match(name, size):
     ours = create_model(name).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
     rel = max_rel_diff(_logits(theirs, x), _logits(ours, x))
+    print(f"parity official->ours {name}@{size}: {rel:.2e}")
     assert rel <= TOL, f"{name}: official -> ours max rel diff {rel:.2e}"
 
     ours2 = randomize_(create_model(name), seed=1)
     theirs2 = getattr(official, name)().eval()
     theirs2.load_state_dict(ours2.state_dict(), strict=True)
     rel2 = max_rel_diff(_logits(theirs2, x), _logits(ours2, x))
+    print(f"parity ours->official {name}@{size}: {rel2:.2e}")
     assert rel2 <= TOL, f"{name}: ours -> official max rel diff {rel2:.2e}"
     assert list(ours.state_dict()) == [k for k in theirs.state_dict()], "key order differs from official"
 
@@ -57,6 +59,7 @@ def test_dilated_features_match_official(name, output_stride, official_kwargs):
     ours.load_state_dict(theirs.state_dict(), strict=True)
     x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(3))
     rel = max_rel_diff(_logits(theirs, x), _logits(ours, x))
+    print(f"parity dilated {name} OS{output_stride}: {rel:.2e}")
     assert rel <= TOL, f"{name} OS{output_stride}: max rel diff {rel:.2e}"
 
     backbone = create_model(name, features_only=True, output_stride=output_stride).eval()

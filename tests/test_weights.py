@@ -247,3 +247,16 @@ def test_grayscale_stem_is_adapted_exactly(tmp_path):
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(gray(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-5, atol=1e-5)
+
+
+def test_cli_download(server, home, tiny_entry, capsys):
+    from splitattn.cli import main
+
+    make, filename, _ = tiny_entry
+    ok = make([f"{server.url}/{filename}"])
+    assert main(["download", ok.name]) == 0
+    assert f"{ok.name}: {home / 'checkpoints' / filename}" in capsys.readouterr().out
+    (home / "checkpoints" / filename).unlink()
+    offline = make([f"{_dead_url()}/{filename}"])
+    assert main(["download", offline.name]) == 2
+    assert "put it at" in capsys.readouterr().err
