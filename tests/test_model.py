@@ -145,3 +145,10 @@ def test_bad_constructor_arguments():
         create_model("resnest14", drop_block_rate=1.0)
     with pytest.raises(ValueError, match="in_chans"):
         create_model("resnest14", in_chans=0)
+
+
+def test_zero_init_last_spares_frozen_norms():
+    frozen = create_model("resnest14", norm_layer="frozenbn")
+    assert bool((frozen.layer1[0].bn3.weight == 1).all())
+    gn = create_model("resnest14", norm_layer="gn")
+    assert gn.layer1[0].bn3.weight.detach().abs().sum().item() == 0

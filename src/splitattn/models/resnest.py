@@ -224,8 +224,9 @@ class ResNeSt(nn.Module):
                 nn.init.zeros_(module.bias)
         if zero_init_last:
             # After the generic init, unlike the official torch code where this ordering made it a no-op.
+            # Only trainable γ: zeroing a frozen BN's buffer would switch the branch off for good.
             for module in self.modules():
-                if isinstance(module, Bottleneck) and getattr(module.bn3, "weight", None) is not None:
+                if isinstance(module, Bottleneck) and isinstance(getattr(module.bn3, "weight", None), nn.Parameter):
                     nn.init.zeros_(module.bn3.weight)
 
     # ----------------------------------------------------------------- head
