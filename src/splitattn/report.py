@@ -11,13 +11,13 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def reference_at_crop(entry: ModelEntry) -> tuple[float | None, float | None, str]:
-    """(params M, GMACs at the eval crop, label) from the most exact reference that has them."""
+def reference_at_crop(entry: ModelEntry) -> tuple[float | None, float | None]:
+    """(params M, GMACs at the eval crop) from the most exact reference that has them."""
     for label in ("exact count", "official", "timm"):
         ref = entry.reference(label)
         if ref and ref.params_m is not None and (ref.crop in (None, entry.eval.crop)):
-            return ref.params_m, ref.gmacs, label
-    return None, None, "-"
+            return ref.params_m, ref.gmacs
+    return None, None
 
 
 def best_top1(entry: ModelEntry) -> tuple[float | None, float | None]:
@@ -34,7 +34,7 @@ def zoo_table(names: list[str]) -> str:
     for name in names:
         entry = get_entry(name)
         got = measure(name)
-        ref_params, ref_gmacs, _ = reference_at_crop(entry)
+        ref_params, ref_gmacs = reference_at_crop(entry)
         released, paper = best_top1(entry)
         weights = "-"
         if entry.checkpoint:
