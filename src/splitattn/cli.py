@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
 
 from .models.weights import CheckpointError
 
@@ -39,6 +42,72 @@ def _cmd_download(args: argparse.Namespace) -> None:
         print(f"{name}: {resolve_checkpoint(True, get_entry(name))}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .engine.trainer import train
+
+    shortcuts = [f"engine.resume={args.resume}"] if args.resume is not None else []
+    shortcuts += ["engine.sync_bn=true"] if args.sync_bn else []
+    shortcuts += [f"engine.amp={args.amp}"] if args.amp else []
+    shortcuts += [f"engine.out_dir={args.out_dir}"] if args.out_dir else []
+    summary = train(load_config(args.config, shortcuts + args.overrides))
+    if args.summary_json and summary.files:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        import platform
+
+        import torch
+
+        machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                   "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+        Path(args.summary_json).write_text(json.dumps(
+            {**asdict(summary), "command": " ".join(["splitattn", *sys.argv[1:]]), "machine": machine},
+            indent=2) + "\n")
+    if summary.files:  # the main process reports
+        for name, path in summary.files.items():
+            print(f"{name:>12}: {path}")
+        if summary.skipped_images:
+            print(f"skipped {summary.skipped_images} unreadable training images (data.strict=true makes them fatal)")
+        if summary.stopped:
+            print(f"stopped early: {summary.stopped}")
+        top1 = "n/a" if summary.val_top1 is None else f"{summary.val_top1:.2f}%"
+        minutes, seconds = divmod(round(summary.wall_s), 60)
+        print(f"{summary.model}: test top-1 {top1} after {summary.epochs} epoch(s), {summary.global_step} steps, "
+              f"wall time {minutes}m{seconds:02d}s")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    import torch
+
+    from .engine.evaluate import evaluate
+    from .inference import eval_batches, load_predictor
+
+    predictor = load_predictor(args.checkpoint, args.model, args.pretrained)
+    batches = eval_batches(predictor, args.dataset, args.data, args.split, args.batch_size, args.workers)
+    engine = predictor.meta.get("config", {}).get("engine", {})  # a training checkpoint: evaluate as trained
+    amp = args.amp or engine.get("amp", "none")
+    channels_last = bool(engine.get("channels_last", False))
+    if channels_last:
+        predictor.model.to(memory_format=torch.channels_last)
+    metrics = evaluate(predictor.model, batches, torch.device("cpu"), amp, channels_last)
+    print(f"{predictor.source}: top-1 {metrics['val_top1']:.2f}%  top-5 {metrics['val_top5']:.2f}%  "
+          f"loss {metrics['val_loss']:.4f} on {metrics['val_count']} images"
+          + (f" ({metrics['val_skipped']} unreadable skipped)" if metrics["val_skipped"] else ""))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from .inference import load_predictor
+
+    predictor = load_predictor(args.checkpoint, args.model, args.pretrained)
+    for path in args.images:
+        with Image.open(path) as img:
+            top = predictor.topk(img, args.topk)
+        print(f"{path}:")
+        for name, prob, index in top:
+            print(f"  {prob:7.2%}  {index:4d}  {name}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -65,6 +134,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", help="model names")
     p.set_defaults(func=_cmd_download)
 
+    p = sub.add_parser("train", help="train from a YAML config and key=value overrides (torchrun: several processes)")
+    p.add_argument("--config", help="YAML file, e.g. configs/imagenet/resnest50.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.epochs=10 data.root=/data/imagenet")
+    p.add_argument("--resume", metavar="auto|PATH", help="= engine.resume: 'auto' takes the newest checkpoint")
+    p.add_argument("--sync-bn", action="store_true", help="= engine.sync_bn=true (SyncBN on GPU, CPU fallback on gloo)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], help="= engine.amp")
+    p.add_argument("--out-dir", help="= engine.out_dir")
+    p.add_argument("--summary-json", help="also write the run summary (accuracy, wall time, files) to this file")
+    p.set_defaults(func=_cmd_train)
+
+    for name, helptext in (("eval", "top-1/top-5 of a checkpoint or zoo model on a dataset"),
+                           ("predict", "top-5 classes of images")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--checkpoint", help="a training checkpoint (runs/…/best.pth) or a state_dict (with --model)")
+        p.add_argument("--model", help="zoo model name, for --pretrained or a plain state_dict")
+        p.add_argument("--pretrained", action="store_true", help="use the released weights of --model")
+        if name == "eval":
+            p.add_argument("--data", help="dataset root: ROOT/<split>/CLASS/*.jpg, or the Fashion-MNIST folder")
+            p.add_argument("--dataset", choices=["imagefolder", "fashion_mnist"],
+                           help="default: the checkpoint's, else imagefolder")
+            p.add_argument("--split", default="val", help="split folder (default val)")
+            p.add_argument("--batch-size", type=int, default=64)
+            p.add_argument("--workers", type=int, default=2)
+            p.add_argument("--amp", choices=["none", "bf16"], help="default: the checkpoint's training setting")
+            p.set_defaults(func=_cmd_eval)
+        else:
+            p.add_argument("images", nargs="+", help="image files")
+            p.add_argument("--topk", type=int, default=5)
+            p.set_defaults(func=_cmd_predict)
+
     p = sub.add_parser("demo", help="the zoo table and a real photo through a model")
     p.add_argument("--model", default="resnest50", help="model name (default resnest50)")
     p.add_argument("--image", help="image file (default: a real ImageNet photo from the foolbox wheel)")
@@ -76,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CheckpointError, ValueError, TypeError) as err:
+    except (CheckpointError, ValueError, TypeError, RuntimeError, OSError) as err:
         print(f"splitattn {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

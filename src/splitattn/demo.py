@@ -14,18 +14,12 @@ import torch
 from PIL import Image
 
 from .data.transforms import create_transform
+from .inference import imagenet_categories
 from .models.factory import create_model
 from .models.info import measure
 from .models.weights import cache_dir
 from .models.zoo import get_entry, list_models
 from .report import entry_report, zoo_table
-
-
-def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet-1k class names, from torchvision's bundled metadata (no download)."""
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def sample_photos() -> list[Path]:

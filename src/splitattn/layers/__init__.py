@@ -3,8 +3,11 @@
 from .dropblock import DropBlock2D, set_drop_block_prob
 from .norm import NORM_LAYERS, get_norm_layer, group_norm, pooled_norm_layer, uses_batch_statistics
 from .split_attention import RadixSoftmax, SplitAttention, attention_channels
+from .sync_batchnorm import CPUSyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
+    "CPUSyncBatchNorm",
+    "convert_sync_batchnorm",
     "NORM_LAYERS",
     "DropBlock2D",
     "RadixSoftmax",

@@ -14,6 +14,8 @@ from functools import partial
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from .sync_batchnorm import CPUSyncBatchNorm, distributed_world
+
 NormLayer = Callable[[int], nn.Module]
 
 
@@ -54,5 +56,8 @@ def pooled_norm_layer(norm: str | NormLayer) -> NormLayer:
 
 
 def uses_batch_statistics(module: nn.Module) -> bool:
-    """True when ``module`` normalises with the current batch's statistics (BN/SyncBN in train mode)."""
-    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training
+    """True when ``module`` normalises with this process's batch statistics alone (BN in train mode;
+    synchronised BN counts only when it is not actually synchronising over several processes)."""
+    if not (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training):
+        return False
+    return not (isinstance(module, (nn.SyncBatchNorm, CPUSyncBatchNorm)) and distributed_world() > 1)

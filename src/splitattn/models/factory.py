@@ -12,7 +12,7 @@ from .resnest import ResNeSt, ResNeStFeatures
 from .weights import load_weights
 from .zoo import get_entry
 
-_ARCH_ARGS = [p for p in inspect.signature(ResNeSt.__init__).parameters if p not in ("self", "layers")]
+_ARCH_ARGS = [p for p in inspect.signature(ResNeSt.__init__).parameters if p != "self"]
 
 
 def create_model(

@@ -24,7 +24,6 @@ from torch import nn
 from ..layers import DropBlock2D, SplitAttention, get_norm_layer, pooled_norm_layer, uses_batch_statistics
 from ..layers.norm import NormLayer
 
-STAGE_PLANES = (64, 128, 256, 512)
 EXPANSION = 4
 
 
@@ -135,7 +134,12 @@ class ResNeSt(nn.Module):
         stem_width: deep-stem width (32 for ResNeSt-50 and the fast models, 64 for 101/200/269).
         avd: average-pool downsampling in the first block of stages 2-4.
         avd_first: pool before (fast models) instead of after the 3×3 split-attention conv.
-        output_stride: 32, 16 or 8, with the official dilation semantics (see :func:`stage_layout`).
+        output_stride: 32, 16 or 8, with the official dilation semantics (see :func:`stage_layout`);
+            the stride of the deepest map for the standard stem (``stem_stride=4``).
+        base_planes: bottleneck planes of layer1 (64 in every released model); stages double it and
+            the stage outputs are 4× planes. Smaller values make compact models for small images.
+        stem_stride: 4 = the official stem (stride-2 conv and a max-pool); 2 drops the max-pool and
+            1 also the stride, for small images such as 28-32 px (state-dict keys are unchanged).
         num_classes: classifier outputs; 0 removes the head (``forward`` returns pooled features).
         in_chans: input channels.
         drop_rate: dropout before ``fc`` (0.2 for ResNeSt-200/269 in the recipe).
@@ -155,6 +159,8 @@ class ResNeSt(nn.Module):
         avd: bool = True,
         avd_first: bool = False,
         output_stride: int = 32,
+        base_planes: int = 64,
+        stem_stride: int = 4,
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
@@ -168,32 +174,37 @@ class ResNeSt(nn.Module):
             raise ValueError(f"layers must be 4 positive block counts, got {tuple(layers)}")
         if radix < 0 or cardinality < 1:
             raise ValueError(f"radix must be >= 0 and cardinality >= 1, got {radix}, {cardinality}")
+        if stem_stride not in (1, 2, 4) or base_planes < 1:
+            raise ValueError(f"stem_stride must be 1, 2 or 4 and base_planes >= 1, got {stem_stride}, {base_planes}")
         if in_chans < 1 or num_classes < 0:
             raise ValueError(f"in_chans must be >= 1 and num_classes >= 0, got {in_chans}, {num_classes}")
         norm = get_norm_layer(norm_layer)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.output_stride = output_stride
-        self.num_features = STAGE_PLANES[-1] * EXPANSION
+        self.reduction = output_stride * stem_stride // 4  # stride of the deepest map
+        stage_planes = [base_planes * 2**i for i in range(4)]
+        self.num_features = stage_planes[-1] * EXPANSION
 
         # Deep stem (ResNet-C/D): three 3×3 convs; Sequential indices 0/1/3/4/6 are the official keys.
         self.conv1 = nn.Sequential(
-            nn.Conv2d(in_chans, stem_width, 3, 2, 1, bias=False), norm(stem_width), act_layer(inplace=True),
+            nn.Conv2d(in_chans, stem_width, 3, min(stem_stride, 2), 1, bias=False), norm(stem_width),
+            act_layer(inplace=True),
             nn.Conv2d(stem_width, stem_width, 3, 1, 1, bias=False), norm(stem_width), act_layer(inplace=True),
             nn.Conv2d(stem_width, stem_width * 2, 3, 1, 1, bias=False),
         )
         self.bn1 = norm(stem_width * 2)
         self.act1 = act_layer(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem_stride == 4 else nn.Identity()
 
         inplanes = stem_width * 2
-        reduction = 4
-        self.feature_info = [dict(num_chs=inplanes, reduction=2, module="act1")]
+        reduction = stem_stride
+        self.feature_info = [dict(num_chs=inplanes, reduction=min(stem_stride, 2), module="act1")]
         block_args = dict(radix=radix, cardinality=cardinality, bottleneck_width=bottleneck_width,
                           avd=avd, avd_first=avd_first, norm_layer=norm, act_layer=act_layer,
                           attn_norm_layer=pooled_norm_layer(norm_layer))
         for index, (planes, blocks, (stride, dilation, first_dilation)) in enumerate(
-            zip(STAGE_PLANES, layers, stage_layout(output_stride)), start=1
+            zip(stage_planes, layers, stage_layout(output_stride)), start=1
         ):
             drop_block = index >= 3  # DropBlock lives in the last two stages only (paper §4, Gluon defs)
             outplanes = planes * EXPANSION
@@ -250,11 +261,11 @@ class ResNeSt(nn.Module):
                 f"input has {x.shape[1]} channels but the model expects {self.in_chans}: convert the image "
                 f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}")
         height, width = x.shape[2], x.shape[3]
-        if height < self.output_stride or width < self.output_stride:
+        if height < self.reduction or width < self.reduction:
             raise ValueError(
-                f"input {height}×{width} is smaller than the output stride {self.output_stride}: the last "
+                f"input {height}×{width} is smaller than the output stride {self.reduction}: the last "
                 f"feature map would be computed from padding alone. Resize to at least "
-                f"{self.output_stride}×{self.output_stride} (the official eval crops are 224-416)")
+                f"{self.reduction}×{self.reduction} (the official eval crops are 224-416)")
         if self.training and x.shape[0] == 1 and any(
             uses_batch_statistics(m.bn1) for m in self.modules() if isinstance(m, SplitAttention)
         ):
@@ -269,7 +280,7 @@ class ResNeSt(nn.Module):
         return self.act1(self.bn1(self.conv1(x)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem and the four stages: the C5 map of stride ``output_stride``."""
+        """Stem and the four stages: the C5 map, at stride ``self.reduction``."""
         if not torch.jit.is_scripting() and not torch.jit.is_tracing():
             self.check_input(x)
         x = self.maxpool(self.forward_stem(x))

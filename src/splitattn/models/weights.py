@@ -131,10 +131,12 @@ def resolve_checkpoint(source: bool | str | os.PathLike, entry: ModelEntry | Non
     return path
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state_dict with ``weights_only=True``; unwrap ``state_dict``/``model`` and DDP ``module.``."""
+def read_checkpoint_file(path: str | os.PathLike):
+    """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} does not exist") from None
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower() or "weights_only" in str(err).lower():
             raise CheckpointError(
@@ -145,6 +147,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(f"{path} is truncated or corrupt ({str(err).splitlines()[0]}); "
                               "delete it and download it again") from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state_dict safely; unwrap ``state_dict`` / ``model`` (training checkpoints) and DDP ``module.``."""
+    obj = read_checkpoint_file(path)
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

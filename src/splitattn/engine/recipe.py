@@ -1,0 +1,70 @@
+"""The pieces of the training recipe, each a small function checked against its definition.
+
+* learning rate: linear warm-up from 0, then cosine to 0, per iteration (Gluon ``CosineScheduler``
+  with ``warmup_begin_lr=0``), base lr = 0.1 · B / 256;
+* weight decay only on conv / linear weights, chosen by module type and parameter, not by name
+  (the official torch filter ``'bn' in name`` missed the stem and shortcut BNs);
+* label smoothing folded into the one-hot target (on = 1 − ε + ε/K, off = ε/K) and mixup with the
+  reversed batch, λ ~ Beta(α, α) per batch, as Gluon's ``train.py``;
+* DropBlock probability ramped linearly to its final value over the epochs (``DropBlockScheduler``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def learning_rate(update: int, base_lr: float, total_updates: int, warmup_updates: int) -> float:
+    """Learning rate of the ``update``-th optimizer step (1-based)."""
+    if update <= warmup_updates:
+        return base_lr * update / warmup_updates
+    progress = (update - warmup_updates) / max(1, total_updates - warmup_updates)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def drop_block_prob(epoch: int, epochs: int, final: float) -> float:
+    """DropBlock probability for ``epoch`` (0-based): ``final · (epoch + 1) / epochs``."""
+    return final * (epoch + 1) / epochs
+
+
+def mixup_active(epoch: int, epochs: int, alpha: float, off_epochs: int) -> bool:
+    """Mixup is on except in the last ``off_epochs`` epochs (0 = never off, the released recipe)."""
+    return alpha > 0 and epoch < epochs - off_epochs
+
+
+_DECAYED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: conv / linear weights with ``weight_decay``, every other parameter (norm γ/β, biases) without."""
+    decay, seen = [], set()
+    for module in model.modules():
+        if isinstance(module, _DECAYED) and module.weight.requires_grad:
+            decay.append(module.weight)
+            seen.add(id(module.weight))
+    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float):
+    return torch.optim.SGD(parameter_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """``(1 − ε)·onehot + ε/K``: on = 1 − ε + ε/K, off = ε/K."""
+    target = torch.full((labels.shape[0], num_classes), smoothing / num_classes, device=labels.device)
+    return target.scatter_(1, labels[:, None], 1.0 - smoothing + smoothing / num_classes)
+
+
+def mixup(images: torch.Tensor, targets: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix every sample with its partner in the reversed batch: ``λ·x + (1 − λ)·x[::-1]``."""
+    return lam * images + (1 - lam) * images.flip(0), lam * targets + (1 - lam) * targets.flip(0)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``−Σ_k target_k · log softmax(logits)_k`` (computed in fp32)."""
+    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
