@@ -46,6 +46,7 @@ def run(setting: str, seed: int, args) -> dict:
         f"data.train_subset={args.train_subset}", f"optim.epochs={args.epochs}", f"engine.seed={seed}",
         f"engine.out_dir={args.out}/{setting}_seed{seed}", "engine.progress=false", "engine.tensorboard=false",
         "engine.eval_every_epochs=1000",  # evaluate once, at the end
+        "engine.compile=false",  # no one-off compile per variant: equal, simple timing
     ]
     cfg = load_config("configs/fashion_mnist/resnest_cpu.yaml", overrides)
     trainer = Trainer(cfg)

@@ -20,23 +20,24 @@ def plot_curves(out_dir: Path, path: Path | None = None) -> Path:
     epochs = read_jsonl(out_dir / "epochs.jsonl", "epoch")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     if steps:
-        axes[0].plot([s["step"] for s in steps], [s["loss"] for s in steps], lw=0.8, label="train (step)")
+        axes[0].plot([s["step"] for s in steps], [s["loss"] for s in steps], lw=0.8, label="train, per step")
     if epochs:
-        axes[0].plot([e["step"] for e in epochs], [e["train_loss"] for e in epochs], "o-", label="train (epoch mean)")
+        axes[0].plot([e["step"] for e in epochs], [e["train_loss"] for e in epochs], "o-", label="train, epoch mean")
         if any("val_loss" in e for e in epochs):
             axes[0].plot([e["step"] for e in epochs if "val_loss" in e],
-                         [e["val_loss"] for e in epochs if "val_loss" in e], "s-", label="validation")
+                         [e["val_loss"] for e in epochs if "val_loss" in e], "s-", label="validation (plain CE)")
         for key in ("val_top1", "val_top5"):
             points = [(e["epoch"] + 1, e[key]) for e in epochs if key in e]
             if points:
-                axes[1].plot(*zip(*points), "o-", label=key.replace("val_", "top-"))
+                axes[1].plot(*zip(*points), "o-", label=key.replace("val_top", "top-"))
     if steps:
         axes[2].plot([s["step"] for s in steps], [s["lr"] for s in steps])
-    axes[0].set(title="loss", xlabel="step")
+    axes[0].set(title="loss (training: with label smoothing / mixup)", xlabel="step")
     axes[1].set(title="validation accuracy (%)", xlabel="epoch")
     axes[2].set(title="learning rate", xlabel="step")
     for ax in axes[:2]:
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         ax.grid(alpha=0.3)
     axes[2].grid(alpha=0.3)
     fig.tight_layout()

@@ -262,8 +262,9 @@ class Trainer:
                                          torch.tensor(float(skipped))]).to(self.device)
                     flags = all_reduce_sum(flags).cpu()
                     if flags[2] > 0:
+                        value = loss.item() if not torch.isfinite(loss) else "nan"  # another rank's, if ours is fine
                         raise TrainingError(
-                            f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1} (global step "
+                            f"loss became {value} at epoch {epoch + 1} step {step + 1} (global step "
                             f"{global_step + 1}); stopped without saving, the last good checkpoint is in "
                             f"{self.out_dir / 'checkpoints'}. Try a lower lr, optim.grad_clip, or bf16 instead of fp16")
                     self._apply_update()
@@ -316,6 +317,9 @@ class Trainer:
                     if e.max_steps is not None and global_step >= e.max_steps and epoch + 1 < o.epochs:
                         summary.stopped = f"engine.max_steps={e.max_steps} reached"
                     break
+        if summary.val_top1 is None and not summary.stopped:  # resumed a finished run: report its accuracy
+            metrics = evaluate(unwrap(self.model), self.data.val, self.device, e.amp, e.channels_last, keep_examples=32)
+            summary.val_top1, summary.val_top5 = metrics["val_top1"], metrics["val_top5"]
         summary.global_step = global_step
         summary.wall_s = time.perf_counter() - start
         if self.dist.is_main:
