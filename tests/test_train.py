@@ -212,3 +212,15 @@ def _is_worker(pid: int) -> bool:
     except OSError:
         return False
     return b"torch.distributed.run" not in command
+
+
+def test_max_steps_then_resume_to_the_end_then_resume_a_finished_run(tmp_path, uninterrupted):
+    out = tmp_path / "capped"
+    capped = splitattn("train", "--config", CONFIG, *TINY, "engine.max_steps=5", f"engine.out_dir={out}").stdout
+    assert "stopped early: engine.max_steps=5 reached" in capped
+    assert torch.load(out / "checkpoints/last.pth", weights_only=True)["global_step"] == 5
+    splitattn("train", "--config", CONFIG, *TINY, "--resume", "auto", f"engine.out_dir={out}")
+    expected, got = losses(uninterrupted), losses(out)
+    assert all(got[s] == pytest.approx(expected[s], rel=1e-6, abs=1e-7) for s in expected)
+    again = splitattn("train", "--config", CONFIG, *TINY, "--resume", "auto", f"engine.out_dir={out}").stdout
+    assert re.search(r"test top-1 [\d.]+% after 0 epoch\(s\), 96 steps", again), again[-500:]

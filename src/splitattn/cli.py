@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train from a YAML config and key=value overrides (torchrun: several processes)")
     p.add_argument("--config", help="YAML file, e.g. configs/imagenet/resnest50.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.epochs=10 data.root=/data/imagenet")
-    p.add_argument("--resume", metavar="auto|PATH", help="= engine.resume: 'auto' takes the newest checkpoint")
+    p.add_argument("--resume", metavar="auto|PATH", help="= engine.resume ('auto': OUT_DIR/checkpoints/last.pth)")
     p.add_argument("--sync-bn", action="store_true", help="= engine.sync_bn=true (SyncBN on GPU, CPU fallback on gloo)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], help="= engine.amp")
     p.add_argument("--out-dir", help="= engine.out_dir")
@@ -172,7 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow --options: `train --resume auto optim.epochs=3`
+        if args.command != "train" or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     try:
         args.func(args)
     except (CheckpointError, ValueError, TypeError, RuntimeError, OSError) as err:

@@ -83,7 +83,7 @@ class EngineConfig:
     sync_bn: bool = False
     seed: int = 1
     deterministic: bool = False
-    resume: str = ""  # '' | 'auto' (newest checkpoint in out_dir) | a checkpoint path
+    resume: str = ""  # '' | 'auto' (out_dir/checkpoints/last.pth when it exists) | a checkpoint path
     checkpoint_every_steps: int = 0  # 0: once per epoch only
     eval_every_epochs: int = 1
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)

@@ -56,7 +56,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def find_resume(out_dir: Path, resume: str) -> Path | None:
-    """``''`` → None; ``'auto'`` → the newest checkpoint in ``out_dir/checkpoints`` (None if none); else the path."""
+    """``''`` → None; ``'auto'`` → ``last.pth`` in ``out_dir/checkpoints`` (it is always the furthest point;
+    else the newest file there; None if none); anything else → that path."""
     if not resume:
         return None
     if resume != "auto":
@@ -64,5 +65,7 @@ def find_resume(out_dir: Path, resume: str) -> Path | None:
         if not path.is_file():
             raise CheckpointError(f"engine.resume={resume}: no such checkpoint file")
         return path
+    if (out_dir / "checkpoints" / LAST).is_file():
+        return out_dir / "checkpoints" / LAST
     candidates = [p for p in (out_dir / "checkpoints").glob("*.pth") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None

@@ -235,6 +235,78 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ the run
+    def _train_epoch(self, epoch: int, first: int, global_step: int, stop: _StopSignal,
+                     summary: RunSummary) -> tuple[int, float]:
+        """Steps ``first``.. of ``epoch``; returns the global step reached and the epoch's mean loss."""
+        o, e = self.cfg.optim, self.cfg.engine
+        set_drop_block_prob(unwrap(self.model), drop_block_prob(epoch, o.epochs, o.drop_block))
+        use_mixup = mixup_active(epoch, o.epochs, o.mixup, o.mixup_off_epochs)
+        self.model.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{o.epochs}",
+                   disable=not (self.dist.is_main and e.progress), dynamic_ncols=True, leave=False)
+        loss_sum, count, tick = 0.0, 0, time.perf_counter()
+        for step, (images, labels, skipped) in enumerate(self.data.train.batches(epoch, first), start=first):
+            loss = self._train_step(images, labels, epoch, global_step, use_mixup)
+            # one all-reduce per step: loss, batch size, non-finite loss, a stop signal, unreadable images
+            flags = torch.stack([loss.float() * len(labels), torch.tensor(float(len(labels))),
+                                 (~torch.isfinite(loss)).float(), torch.tensor(float(bool(stop.name))),
+                                 torch.tensor(float(skipped))]).to(self.device)
+            flags = all_reduce_sum(flags).cpu()
+            if flags[2] > 0:
+                value = loss.item() if not torch.isfinite(loss) else "nan"  # another rank's, if ours is fine
+                raise TrainingError(
+                    f"loss became {value} at epoch {epoch + 1} step {step + 1} (global step {global_step + 1}); "
+                    f"stopped without saving, the last good checkpoint is in {self.out_dir / 'checkpoints'}. "
+                    "Try a lower lr, optim.grad_clip, or bf16 instead of fp16")
+            self._apply_update()
+            global_step += 1
+            loss_sum, count = loss_sum + flags[0].item(), count + int(flags[1])
+            summary.skipped_images += int(flags[4])
+            if self.dist.is_main and (global_step % e.log_every_steps == 0 or step + 1 == self.steps_per_epoch):
+                step_loss, lr = (flags[0] / flags[1]).item(), self.optimizer.param_groups[0]["lr"]
+                rate = count / max(time.perf_counter() - tick, 1e-9)
+                self.logbook.step({"step": global_step, "epoch": epoch, "loss": step_loss, "lr": lr,
+                                   "images_per_s": rate})
+                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+            bar.update(1)
+            halt = bool(flags[3] > 0) or (e.max_steps is not None and global_step >= e.max_steps)
+            if halt or (e.checkpoint_every_steps and global_step % e.checkpoint_every_steps == 0):
+                position = (epoch, step + 1) if step + 1 < self.steps_per_epoch else (epoch + 1, 0)
+                self._save(LAST, self._checkpoint(*position, global_step, summary.best_top1))
+            if halt:
+                break
+        bar.close()
+        return global_step, loss_sum / max(count, 1)
+
+    def _end_epoch(self, epoch: int, global_step: int, train_loss: float, last_epoch: bool, summary: RunSummary,
+                   start: float) -> dict:
+        """Evaluate when due, keep the best and last checkpoints, log and plot; returns the eval metrics."""
+        e = self.cfg.engine
+        record = {"epoch": epoch, "step": global_step, "train_loss": train_loss,
+                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - start}
+        metrics: dict = {}
+        whole_epoch = global_step >= (epoch + 1) * self.steps_per_epoch  # False when max_steps cut it short
+        position = (epoch + 1, 0) if whole_epoch else (epoch, global_step - epoch * self.steps_per_epoch)
+        if (epoch + 1) % e.eval_every_epochs == 0 or last_epoch:
+            # the plain module: a compiled one would recompile for eval mode and the last, short batch
+            metrics = evaluate(unwrap(self.model), self.data.val, self.device, e.amp, e.channels_last,
+                               keep_examples=32 if last_epoch else 0)
+            record.update({k: v for k, v in metrics.items() if k != "examples"})
+            summary.val_top1, summary.val_top5 = metrics["val_top1"], metrics["val_top5"]
+            if summary.best_top1 is None or metrics["val_top1"] > summary.best_top1:
+                summary.best_top1 = metrics["val_top1"]
+                self._save(BEST, self._checkpoint(*position, global_step, summary.best_top1))
+        if whole_epoch:
+            self._save(LAST, self._checkpoint(*position, global_step, summary.best_top1))
+        self.logbook.epoch(record)
+        if self.dist.is_main:
+            plot_curves(self.out_dir)
+            val = f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%" if metrics else ""
+            print(f"epoch {epoch + 1}/{self.cfg.optim.epochs}: train loss {train_loss:.4f}{val} "
+                  f"({record['time_s']:.0f}s)")
+        summary.epochs = epoch + 1
+        return metrics
+
     def fit(self) -> RunSummary:
         cfg, o, e = self.cfg, self.cfg.optim, self.cfg.engine
         start = time.perf_counter()
@@ -248,73 +320,16 @@ class Trainer:
                   f"{self.steps_per_epoch} steps/epoch × {o.epochs} epochs on {self.device}, amp={e.amp}")
         with _StopSignal() as stop:
             for epoch in range(start_epoch, o.epochs):
-                set_drop_block_prob(unwrap(self.model), drop_block_prob(epoch, o.epochs, o.drop_block))
-                use_mixup = mixup_active(epoch, o.epochs, o.mixup, o.mixup_off_epochs)
-                self.model.train()
                 first = start_step if epoch == start_epoch else 0
-                bar = tqdm(total=self.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{o.epochs}",
-                           disable=not (self.dist.is_main and e.progress), dynamic_ncols=True, leave=False)
-                epoch_loss, epoch_count, tick, seen = 0.0, 0, time.perf_counter(), 0
-                for step, (images, labels, skipped) in enumerate(self.data.train.batches(epoch, first), start=first):
-                    loss = self._train_step(images, labels, epoch, global_step, use_mixup)
-                    flags = torch.stack([loss.float() * len(labels), torch.tensor(float(len(labels))),
-                                         (~torch.isfinite(loss)).float(), torch.tensor(float(bool(stop.name))),
-                                         torch.tensor(float(skipped))]).to(self.device)
-                    flags = all_reduce_sum(flags).cpu()
-                    if flags[2] > 0:
-                        value = loss.item() if not torch.isfinite(loss) else "nan"  # another rank's, if ours is fine
-                        raise TrainingError(
-                            f"loss became {value} at epoch {epoch + 1} step {step + 1} (global step "
-                            f"{global_step + 1}); stopped without saving, the last good checkpoint is in "
-                            f"{self.out_dir / 'checkpoints'}. Try a lower lr, optim.grad_clip, or bf16 instead of fp16")
-                    self._apply_update()
-                    global_step += 1
-                    step_loss = (flags[0] / flags[1]).item()
-                    epoch_loss, epoch_count = epoch_loss + flags[0].item(), epoch_count + int(flags[1])
-                    summary.skipped_images += int(flags[4])
-                    seen += int(flags[1])
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    if self.dist.is_main and (global_step % e.log_every_steps == 0 or step + 1 == self.steps_per_epoch):
-                        rate = seen / max(time.perf_counter() - tick, 1e-9)
-                        self.logbook.step({"step": global_step, "epoch": epoch, "loss": step_loss, "lr": lr,
-                                           "images_per_s": rate})
-                        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-                    bar.update(1)
-                    stopping = bool(flags[3] > 0) or (e.max_steps is not None and global_step >= e.max_steps)
-                    if (e.checkpoint_every_steps and global_step % e.checkpoint_every_steps == 0) or stopping:
-                        position = (epoch, step + 1) if step + 1 < self.steps_per_epoch else (epoch + 1, 0)
-                        self._save(LAST, self._checkpoint(*position, global_step, summary.best_top1))
-                    if stopping:
-                        break
-                bar.close()
+                global_step, train_loss = self._train_epoch(epoch, first, global_step, stop, summary)
                 if stop.name:
                     summary.stopped = f"{stop.name}: saved at global step {global_step}; resume with engine.resume=auto"
                     break
-                finished = global_step >= (epoch + 1) * self.steps_per_epoch
-                last_epoch = epoch + 1 == o.epochs or (e.max_steps is not None and global_step >= e.max_steps)
-                record = {"epoch": epoch, "step": global_step, "train_loss": epoch_loss / max(epoch_count, 1),
-                          "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - start}
-                if (epoch + 1) % e.eval_every_epochs == 0 or last_epoch:
-                    # the plain module: a compiled one would recompile for eval mode and the last, short batch
-                    metrics = evaluate(unwrap(self.model), self.data.val, self.device, e.amp, e.channels_last,
-                                       keep_examples=32 if last_epoch else 0)
-                    record.update({k: v for k, v in metrics.items() if k != "examples"})
-                    summary.val_top1, summary.val_top5 = metrics["val_top1"], metrics["val_top5"]
-                    if summary.best_top1 is None or metrics["val_top1"] > summary.best_top1:
-                        summary.best_top1 = metrics["val_top1"]
-                        self._save(BEST, self._checkpoint(epoch + 1, 0, global_step, summary.best_top1))
-                if finished:
-                    self._save(LAST, self._checkpoint(epoch + 1, 0, global_step, summary.best_top1))
-                self.logbook.epoch(record)
-                if self.dist.is_main:
-                    plot_curves(self.out_dir)
-                    val = f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%" \
-                        if "val_top1" in record else ""
-                    print(f"epoch {epoch + 1}/{o.epochs}: train loss {record['train_loss']:.4f}{val} "
-                          f"({record['time_s']:.0f}s)")
-                summary.epochs = epoch + 1
+                capped = e.max_steps is not None and global_step >= e.max_steps
+                last_epoch = epoch + 1 == o.epochs or capped
+                metrics = self._end_epoch(epoch, global_step, train_loss, last_epoch, summary, start) or metrics
                 if last_epoch:
-                    if e.max_steps is not None and global_step >= e.max_steps and epoch + 1 < o.epochs:
+                    if capped and epoch + 1 < o.epochs:
                         summary.stopped = f"engine.max_steps={e.max_steps} reached"
                     break
         if summary.val_top1 is None and not summary.stopped:  # resumed a finished run: report its accuracy
