@@ -54,3 +54,18 @@ def test_demo_runs_a_real_photo(capsys):
     assert "true class 243 'bull mastiff'" in out
     assert "forward: (1, 3, 224, 224) -> (1, 1000)" in out
     assert "27.48 M params" in out and "C5 (2048, 28, 28) /8" in out
+
+
+def test_predict_names_imagenet_classes_for_zoo_models(capsys):
+    from tests.conftest import foolbox_photos
+
+    photo = foolbox_photos()[0]
+    assert main(["predict", "--model", "resnest14", str(photo), "--topk", "3"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0] == f"{photo}:" and len(rows) == 4
+    from splitattn.inference import imagenet_categories
+
+    names = set(imagenet_categories())
+    assert all(row.split(maxsplit=2)[2] in names for row in rows[1:])
+    assert main(["predict", "--checkpoint", str(photo), str(photo)]) == 2  # a JPEG is not a checkpoint
+    assert "truncated or corrupt" in capsys.readouterr().err

@@ -131,6 +131,11 @@ def resolve_checkpoint(source: bool | str | os.PathLike, entry: ModelEntry | Non
     return path
 
 
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-2] if len(lines) > 1 and lines[-1].startswith("Check the documentation") else lines[-1]
+
+
 def read_checkpoint_file(path: str | os.PathLike):
     """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
     try:
@@ -138,12 +143,15 @@ def read_checkpoint_file(path: str | os.PathLike):
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} does not exist") from None
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err).lower():
+        # "Unsupported global" = a real pickle naming Python classes; anything else (e.g. "Unsupported
+        # operand" for a JPEG) means the bytes are not a checkpoint at all.
+        if "unsupported global" in str(err).lower():
             raise CheckpointError(
                 f"{path} holds pickled Python objects, not just tensors, and splitattn never unpickles code "
                 "(torch.load weights_only=True). If you trust its origin, re-save its tensors: "
                 "torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pth')") from None
-        raise CheckpointError(f"{path} is truncated or corrupt ({err}); delete it and download it again") from None
+        raise CheckpointError(f"{path} is truncated or corrupt, or not a checkpoint at all "
+                              f"({_last_line(err)}); delete it and download it again") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(f"{path} is truncated or corrupt ({str(err).splitlines()[0]}); "
                               "delete it and download it again") from None
