@@ -22,7 +22,8 @@ from tests.test_data import _require_fashion_mnist
 
 CONFIG = "configs/fashion_mnist/resnest_cpu.yaml"
 # a tiny ResNeSt and a 1024-image subset: ~16 steps per epoch, seconds per run
-TINY = ["engine.compile=false", "engine.eval_every_epochs=1", "optim.weight_decay=0.0001",
+# engine.device=cpu: these runs test the engine (resume, gloo DDP) and compare losses across runs exactly
+TINY = ["engine.device=cpu", "engine.compile=false", "engine.eval_every_epochs=1", "optim.weight_decay=0.0001",
         "model.overrides.avd_first=false", "model.overrides.base_planes=8", "model.overrides.stem_width=8",
         "data.train_subset=1024",
         "data.val_subset=256", "optim.batch_size=64", "optim.epochs=6", "optim.warmup_epochs=1",
@@ -81,7 +82,10 @@ def test_training_on_real_fashion_mnist_through_the_cli(tmp_path):
     assert list((out / "tensorboard").glob("events.out.tfevents.*")), "tensorboard is installed: it must log"
 
     evaluated = splitattn("eval", "--checkpoint", str(out / "checkpoints/best.pth")).stdout
-    assert f"top-1 {top1:.2f}%" in evaluated and "on 10000 images" in evaluated
+    again = float(re.search(r"top-1 ([\d.]+)%", evaluated).group(1))
+    # the CPU reproduces the in-training evaluation exactly; cuDNN's algorithm choice may move a test image or two
+    assert abs(again - top1) <= (0.0 if not torch.cuda.is_available() else 0.1), (again, top1)
+    assert "on 10000 images" in evaluated
 
     photo = next(p for p in foolbox_photos()[0].parent.glob("fashionMNIST_*_9.png"))  # an ankle boot
     predicted = splitattn("predict", "--checkpoint", str(out / "checkpoints/best.pth"), str(photo)).stdout

@@ -33,6 +33,11 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise RuntimeError("engine.device=cuda but no CUDA device is available: use engine.device=cpu")
+        if local_rank >= torch.cuda.device_count():
+            # NCCL refuses two ranks on one GPU, so more processes than GPUs cannot work
+            raise RuntimeError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this machine has "
+                               f"{torch.cuda.device_count()}: use --nproc_per_node ≤ {torch.cuda.device_count()}, "
+                               "or engine.device=cpu for gloo processes on the CPU")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -58,6 +63,16 @@ def init_distributed(device_choice: str = "auto") -> DistInfo:
         else:
             dist.init_process_group(backend)
     return DistInfo(rank, world, local_rank, device)
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from ..models.factory import create_model
 from ..models.weights import CheckpointError
 from ..seeding import derive_seed
 from .checkpoint import BEST, LAST, atomic_save, find_resume, load_checkpoint
-from .distributed import DistInfo, all_reduce_sum, init_distributed
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown_distributed
 from .evaluate import autocast, evaluate
 from .logbook import Logbook
 from .plots import plot_curves, plot_predictions
@@ -248,9 +248,9 @@ class Trainer:
         for step, (images, labels, skipped) in enumerate(self.data.train.batches(epoch, first), start=first):
             loss = self._train_step(images, labels, epoch, global_step, use_mixup)
             # one all-reduce per step: loss, batch size, non-finite loss, a stop signal, unreadable images
-            flags = torch.stack([loss.float() * len(labels), torch.tensor(float(len(labels))),
-                                 (~torch.isfinite(loss)).float(), torch.tensor(float(bool(stop.name))),
-                                 torch.tensor(float(skipped))]).to(self.device)
+            counts = torch.tensor([len(labels), bool(stop.name), skipped], dtype=torch.float32, device=self.device)
+            flags = torch.cat([(loss.float() * len(labels)).reshape(1), counts[:1],
+                               (~torch.isfinite(loss)).float().reshape(1), counts[1:]])
             flags = all_reduce_sum(flags).cpu()
             if flags[2] > 0:
                 value = loss.item() if not torch.isfinite(loss) else "nan"  # another rank's, if ours is fine
@@ -353,4 +353,11 @@ class Trainer:
 
 def train(cfg: TrainConfig) -> RunSummary:
     """Train as ``cfg`` says; returns what happened (rank 0 has the file paths)."""
-    return Trainer(cfg).fit()
+    try:
+        summary = Trainer(cfg).fit()
+        barrier()  # no rank tears the group down while another still talks to it
+        return summary
+    finally:
+        # gloo's threads must be joined before interpreter exit, or a finished worker may abort
+        # ("terminate called without an active exception") and torchrun reports the job failed
+        shutdown_distributed()
