@@ -81,12 +81,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .engine.evaluate import evaluate
     from .inference import eval_batches, load_predictor
 
-    predictor = load_predictor(args.checkpoint, args.model, args.pretrained)
+    predictor = _fast(load_predictor(args.checkpoint, args.model, args.pretrained), args)
     batches = eval_batches(predictor, args.dataset, args.data, args.split, args.batch_size, args.workers)
     engine = predictor.meta.get("config", {}).get("engine", {})  # a training checkpoint: evaluate as trained
     amp = args.amp or engine.get("amp", "none")
     channels_last = bool(engine.get("channels_last", False))
-    if channels_last:
+    if channels_last and not args.deploy:
         predictor.model.to(memory_format=torch.channels_last)
     metrics = evaluate(predictor.model, batches, torch.device("cpu"), amp, channels_last)
     print(f"{predictor.source}: top-1 {metrics['val_top1']:.2f}%  top-5 {metrics['val_top5']:.2f}%  "
@@ -99,13 +99,97 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     from .inference import load_predictor
 
-    predictor = load_predictor(args.checkpoint, args.model, args.pretrained)
+    predictor = _fast(load_predictor(args.checkpoint, args.model, args.pretrained), args)
     for path in args.images:
         with Image.open(path) as img:
             top = predictor.topk(img, args.topk)
         print(f"{path}:")
         for name, prob, index in top:
             print(f"  {prob:7.2%}  {index:4d}  {name}")
+
+
+def _fast(predictor, args: argparse.Namespace):
+    """Apply --deploy (fused inference form) and --compile (torch.compile with frozen weights)."""
+    from .deploy import compile_for_inference, deploy
+
+    if args.deploy:
+        predictor.model = deploy(predictor.model)
+    if args.compile:
+        predictor.model = compile_for_inference(predictor.model)
+    return predictor
+
+
+def _load_for_export(args: argparse.Namespace):
+    from .inference import load_predictor
+    from .models.zoo import get_entry
+
+    if Path(args.source).exists():
+        return load_predictor(args.source, args.model, False)
+    get_entry(args.source)  # an unknown name fails here with the close matches
+    return load_predictor(None, args.source, args.pretrained)
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    import torch
+
+    from .deploy import deploy
+    from .export import check_export, export_model
+
+    predictor = _load_for_export(args)
+    model = deploy(predictor.model) if args.deploy else predictor.model
+    images = _export_images(predictor, args)
+    size = images.shape[-1]
+    stem = Path(args.source).stem if Path(args.source).exists() else args.source
+    suffix = {"onnx": ".onnx", "torchscript": ".pt"}[args.format]
+    output = Path(args.output or f"{stem}{'-deploy' if args.deploy else ''}{suffix}")
+    start = time.perf_counter()
+    export_model(model, output, args.format, size, args.opset)
+    print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, {args.format}, dynamic batch, "
+          f"{size}×{size}) in {time.perf_counter() - start:.1f}s")
+    with torch.inference_mode():
+        check = check_export(predictor.model, output, args.format, images)
+    print(f"checked on {len(images)} real image(s), batch sizes {check.batch_sizes}: "
+          f"max |Δ| {check.max_abs_diff:.2e} (relative {check.max_rel_diff:.2e}) against PyTorch; "
+          f"exported model {check.images_per_s:.1f} img/s")
+
+
+def _export_images(predictor, args: argparse.Namespace):
+    """The images to check the export on: --images, else the foolbox ImageNet photos (real photos)."""
+    import importlib.util
+
+    import torch
+    from PIL import Image
+
+    paths = [Path(p) for p in args.images or []]
+    if not paths:
+        spec = importlib.util.find_spec("foolbox")
+        folder = Path(spec.origin).parent / "data" if spec and spec.origin else None
+        paths = sorted(folder.glob("imagenet_*.jpg"))[:4] if folder and folder.is_dir() else []
+    if not paths:
+        raise ValueError("no images to check the export on: pass --images FILE…")
+    tensors = []
+    for path in paths:
+        with Image.open(path) as img:
+            tensors.append(predictor.transform(img))
+    return torch.stack(tensors)
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from .benchmark.suite import BenchConfig, format_table, run_bench, to_json
+
+    def split(text: str) -> tuple[str, ...]:
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+
+    config = BenchConfig(model=args.model, batch_sizes=tuple(int(b) for b in split(args.batch_sizes)),
+                         image_size=args.image_size, dtypes=split(args.dtypes), layouts=split(args.layouts),
+                         modes=split(args.modes), train=not args.no_train, peers=split(args.peers),
+                         repeats=args.repeats, device=args.device)
+    result = run_bench(config)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(to_json(result))
+        print(f"wrote {args.json}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -150,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", help="a training checkpoint (runs/…/best.pth) or a state_dict (with --model)")
         p.add_argument("--model", help="zoo model name, for --pretrained or a plain state_dict")
         p.add_argument("--pretrained", action="store_true", help="use the released weights of --model")
+        p.add_argument("--deploy", action="store_true", help="run the fused inference form (splitattn.deploy)")
+        p.add_argument("--compile", action="store_true", help="torch.compile with frozen weights (slow first call)")
         if name == "eval":
             p.add_argument("--data", help="dataset root: ROOT/<split>/CLASS/*.jpg, or the Fashion-MNIST folder")
             p.add_argument("--dataset", choices=["imagefolder", "fashion_mnist"],
@@ -163,6 +249,31 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("images", nargs="+", help="image files")
             p.add_argument("--topk", type=int, default=5)
             p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="write ONNX or TorchScript (dynamic batch), then run it and compare")
+    p.add_argument("source", help="zoo model name, or a checkpoint file (with --model for a plain state_dict)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    p.add_argument("--deploy", action="store_true", help="export the fused inference form")
+    p.add_argument("--model", help="zoo model name for a plain state_dict")
+    p.add_argument("--pretrained", action="store_true", help="the released weights of the named model")
+    p.add_argument("--output", help="output file (default: NAME[-deploy].onnx / .pt here)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--images", nargs="*", help="real images to check the export on (default: foolbox photos)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="throughput and memory: ours (plain, deploy) vs timm and torchvision")
+    p.add_argument("--model", default="resnest50", help="zoo model (default resnest50)")
+    p.add_argument("--batch-sizes", default="16", help="comma-separated (default 16)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--dtypes", default="fp32,bf16", help="fp32,bf16 (fp16 on GPU)")
+    p.add_argument("--layouts", default="nchw,nhwc", help="nchw,nhwc (deploy is always NHWC inside)")
+    p.add_argument("--modes", default="eager,compiled", help="eager,compiled")
+    p.add_argument("--peers", default="timm,torchvision", help="timm,torchvision (timm is optional)")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per row (median)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--json", help="write the result here, e.g. benchmarks/results/bench.json")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="the zoo table and a real photo through a model")
     p.add_argument("--model", default="resnest50", help="model name (default resnest50)")

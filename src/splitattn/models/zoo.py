@@ -93,6 +93,12 @@ class ModelEntry:
     def reference(self, label: str) -> Reference | None:
         return next((r for r in self.references if r.label == label), None)
 
+    def __deepcopy__(self, memo: dict) -> ModelEntry:
+        return self  # immutable; copy.deepcopy(model) (EMA, deploy) would otherwise fail on ``arch``
+
+    def __reduce__(self):
+        return get_entry, (self.name,)  # pickles by name: the registry holds the one instance
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}

@@ -1,0 +1,259 @@
+"""The bench grid: ours (plain and deploy) vs timm (same architecture, same weights) vs torchvision
+resnet50, inference and training, in one process and one run, so every ratio compares like with like."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from ..models.info import measure
+from ..models.zoo import get_entry
+from .timing import gemm_roof, median_seconds
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PEERS = ("timm", "torchvision")
+
+
+class BenchError(ValueError):
+    """A bench request that cannot run as asked."""
+
+
+@dataclass
+class BenchConfig:
+    model: str = "resnest50"
+    batch_sizes: tuple[int, ...] = (16,)
+    image_size: int = 224
+    dtypes: tuple[str, ...] = ("fp32", "bf16")
+    layouts: tuple[str, ...] = ("nchw", "nhwc")
+    modes: tuple[str, ...] = ("eager", "compiled")
+    train: bool = True
+    peers: tuple[str, ...] = PEERS
+    repeats: int = 5
+    device: str = "cpu"
+
+
+@dataclass
+class Row:
+    task: str  # inference | train
+    form: str  # ours | ours-deploy | timm | torchvision-resnet50
+    dtype: str
+    layout: str
+    mode: str
+    batch: int
+    images_per_s: float
+    peak_mb: float | None = None
+    vs_timm: float | None = None
+    roof_pct: float | None = None
+    note: str = ""
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    machine: dict
+    roof_gflops: dict[str, float]
+    gflop_per_image: dict[str, float]
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def timm_name(name: str) -> str | None:
+    """The timm model with our architecture (our parity tests prove the pairs), or None."""
+    import timm
+
+    entry = get_entry(name)
+    for candidate in (*entry.aliases, entry.name):
+        if timm.is_model(candidate):
+            return candidate
+    return None
+
+
+def build(form: str, name: str, weights: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+    """A model of ``form`` with ``weights`` (ours' state_dict) where the architecture is the same."""
+    import splitattn
+
+    if form in ("ours", "ours-deploy"):
+        model = splitattn.create_model(name)
+        if weights is not None:
+            model.load_state_dict(weights)
+        return model
+    if form == "timm":
+        import timm
+
+        model = timm.create_model(timm_name(name))
+        if weights is not None:
+            model.load_state_dict(weights)
+        return model
+    if form == "torchvision-resnet50":
+        import torchvision
+
+        return torchvision.models.resnet50()
+    raise BenchError(f"unknown form {form!r}")
+
+
+def available_peers(config: BenchConfig, notes: list[str]) -> list[str]:
+    forms = []
+    for peer in config.peers:
+        if peer not in PEERS:
+            raise BenchError(f"unknown peer {peer!r}: choose from {', '.join(PEERS)}")
+        if peer == "timm":
+            try:
+                import timm  # noqa: F401
+            except ImportError:
+                notes.append("timm is not installed, so there is no timm column: pip install timm")
+                continue
+            if timm_name(config.model) is None:
+                notes.append(f"timm has no model with the architecture of {config.model}")
+                continue
+            forms.append("timm")
+        else:
+            forms.append("torchvision-resnet50")
+    return forms
+
+
+def _prepare(model: torch.nn.Module, dtype: torch.dtype, layout: str, device: torch.device) -> torch.nn.Module:
+    model = model.to(device)
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    return model.to(memory_format=torch.channels_last) if layout == "nhwc" else model
+
+
+def inference_rate(model: torch.nn.Module, batch: int, size: int, dtype: torch.dtype, layout: str,
+                   device: torch.device, repeats: int) -> float:
+    images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    if layout == "nhwc":
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        seconds = median_seconds(lambda: model(images), device, warmup=2, repeats=repeats)
+    return batch / seconds
+
+
+def train_probe(spec: dict) -> dict:
+    """One training configuration, run in a fresh process so its peak memory is its own."""
+    command = [sys.executable, "-m", "splitattn.benchmark.train_probe", json.dumps(spec)]
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    if result.returncode:
+        raise RuntimeError(f"training probe failed for {spec}: {result.stderr.strip().splitlines()[-1:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _machine(device: torch.device) -> dict:
+    import platform
+
+    info = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    with contextlib.suppress(ImportError):
+        import timm
+
+        info["timm"] = timm.__version__
+    return info
+
+
+def _plan(config: BenchConfig, forms: list[str]) -> list[tuple]:
+    cases = []
+    for batch in config.batch_sizes:
+        for dtype in config.dtypes:
+            for layout in config.layouts:
+                for mode in config.modes:
+                    for form in ["ours", "ours-deploy", *forms]:
+                        if form == "ours-deploy" and layout == "nchw":
+                            continue  # deploy works in NHWC from the stem on, whatever the input layout
+                        cases.append(("inference", form, dtype, layout, mode, batch))
+        if config.train:
+            for dtype in config.dtypes:
+                for layout in config.layouts:
+                    for form in ["ours", *[f for f in forms if f == "timm"]]:
+                        cases.append(("train", form, dtype, layout, "eager", batch))
+    return cases
+
+
+def _with_ratios(rows: list[Row], roof: dict[str, float], gflop: dict[str, float]) -> None:
+    timm_rows = {(r.task, r.dtype, r.layout, r.mode, r.batch): r for r in rows if r.form == "timm"}
+    for row in rows:
+        peer = timm_rows.get((row.task, row.dtype, row.layout, row.mode, row.batch))
+        if peer is not None and row.form != "timm":
+            row.vs_timm = round(row.images_per_s / peer.images_per_s, 3)
+        per_image = gflop["torchvision-resnet50" if row.form == "torchvision-resnet50" else "model"]
+        per_image *= 3 if row.task == "train" else 1  # backward ≈ 2× forward
+        row.roof_pct = round(100 * row.images_per_s * per_image / roof[row.dtype], 1)
+
+
+def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
+    from ..deploy import compile_for_inference, deploy
+
+    device = torch.device(config.device)
+    for dtype in config.dtypes:
+        if dtype not in DTYPES:
+            raise BenchError(f"unknown dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+        if dtype == "fp16" and device.type == "cpu":
+            raise BenchError("fp16 is a GPU format; on the CPU use bf16")
+    for layout in config.layouts:
+        if layout not in ("nchw", "nhwc"):
+            raise BenchError(f"unknown layout {layout!r}: nchw or nhwc")
+    for mode in config.modes:
+        if mode not in ("eager", "compiled"):
+            raise BenchError(f"unknown mode {mode!r}: eager or compiled")
+    notes: list[str] = []
+    forms = available_peers(config, notes)
+    roof = {d: round(gemm_roof(DTYPES[d], device), 1) for d in config.dtypes}
+    gflop = {"model": 2 * measure(config.model, config.image_size).gmacs}
+    if "torchvision-resnet50" in forms:
+        import torchvision
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad(), torch.device("meta"):
+            torchvision.models.resnet50()(torch.empty(1, 3, config.image_size, config.image_size))
+        gflop["torchvision-resnet50"] = counter.get_total_flops() / 1e9
+    result = BenchResult(config, _machine(device), roof, {k: round(v, 3) for k, v in gflop.items()}, notes=notes)
+    torch.manual_seed(0)
+    weights = build("ours", config.model, None).state_dict()
+    cases = _plan(config, forms)
+    for task, form, dtype, layout, mode, batch in tqdm(cases, desc="bench", disable=not progress):
+        if task == "train":
+            spec = dict(model=config.model, form=form, dtype=dtype, layout=layout, batch=batch,
+                        size=config.image_size, device=config.device, repeats=min(config.repeats, 3))
+            probe = train_probe(spec)
+            result.rows.append(Row(task, form, dtype, layout, mode, batch, round(probe["images_per_s"], 2),
+                                   peak_mb=round(probe["peak_mb"], 1)))
+            continue
+        model = build(form, config.model, weights if form != "torchvision-resnet50" else None).eval()
+        if form == "ours-deploy":
+            model = deploy(model)
+        model = _prepare(model, DTYPES[dtype], layout, device)
+        if mode == "compiled":
+            model = compile_for_inference(model)
+        rate = inference_rate(model, batch, config.image_size, DTYPES[dtype], layout, device, config.repeats)
+        result.rows.append(Row(task, form, dtype, layout, mode, batch, round(rate, 2)))
+        torch._dynamo.reset()
+    _with_ratios(result.rows, roof, gflop)
+    return result
+
+
+def format_table(result: BenchResult) -> str:
+    header = f"{'task':9} {'form':21} {'dtype':5} {'layout':6} {'mode':8} {'batch':>5} {'img/s':>8} " \
+             f"{'vs timm':>7} {'% roof':>6} {'peak MB':>8}"
+    lines = [header, "-" * len(header)]
+    for r in result.rows:
+        ratio = f"{r.vs_timm:.2f}×" if r.vs_timm is not None else "-"
+        peak = f"{r.peak_mb:.0f}" if r.peak_mb is not None else "-"
+        lines.append(f"{r.task:9} {r.form:21} {r.dtype:5} {r.layout:6} {r.mode:8} {r.batch:>5} "
+                     f"{r.images_per_s:>8.2f} {ratio:>7} {r.roof_pct:>6.1f} {peak:>8}")
+    roof = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result.roof_gflops.items())
+    lines.append(f"GEMM roof measured now: {roof}; {result.config.model} = "
+                 f"{result.gflop_per_image['model']:.2f} GFLOP/image at {result.config.image_size}²")
+    lines += [f"note: {n}" for n in result.notes]
+    return "\n".join(lines)
+
+
+def to_json(result: BenchResult) -> str:
+    return json.dumps(asdict(result), indent=2)

@@ -1,0 +1,48 @@
+"""Timing and memory primitives: median wall time per call, the machine's GEMM roof, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 5) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls (medians resist the
+    odd slow call that a shared 2-core machine produces)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_roof(dtype: torch.dtype, device: torch.device, size: int | None = None) -> float:
+    """GFLOP/s of a large square matrix product in ``dtype``: what this machine's convolutions can hope for."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = median_seconds(lambda: torch.mm(a, b), device, warmup=2, repeats=5)
+    return 2 * size**3 / seconds / 1e9
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

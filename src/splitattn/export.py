@@ -1,0 +1,107 @@
+"""Export to ONNX or TorchScript with a dynamic batch, then prove the file: run it (onnxruntime /
+torch.jit) on real images and compare with PyTorch."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMATS = ("onnx", "torchscript")
+MIN_OPSET, MAX_OPSET = 18, 23  # what torch.onnx's exporter (torch.export based) writes
+
+
+class ExportError(ValueError):
+    """The export cannot be done as asked."""
+
+
+@dataclass
+class ExportCheck:
+    path: Path
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: float
+    max_rel_diff: float
+    images_per_s: float
+
+
+def export_model(model: nn.Module, path: str | Path, fmt: str, image_size: int, opset: int = 18) -> Path:
+    """Write ``model`` (eval mode) to ``path`` as ``fmt`` with a dynamic batch dimension."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    example = torch.randn(2, getattr(model, "in_chans", 3), image_size, image_size)
+    partial = path.with_name(path.name + ".partial")
+    if fmt == "torchscript":
+        scripted = torch.jit.script(model)
+        torch.jit.save(scripted, str(partial))
+    else:
+        if not MIN_OPSET <= opset <= MAX_OPSET:
+            raise ExportError(f"opset {opset} is out of reach: torch.onnx writes opsets {MIN_OPSET}-{MAX_OPSET} "
+                              f"(use --opset {MIN_OPSET}, or convert the file afterwards with onnx.version_converter)")
+        try:
+            import onnxscript  # noqa: F401
+        except ImportError:
+            raise ExportError("ONNX export needs onnx and onnxscript: "
+                              "pip install onnx onnxscript onnxruntime") from None
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), dynamic_shapes=({0: batch},), opset_version=opset,
+                                        dynamo=True, verbose=False)
+        program.save(str(partial))
+    partial.replace(path)  # no half-written file under the final name
+    return path
+
+
+def run_exported(path: Path, fmt: str):
+    """A callable ``images (N,C,H,W) float32 -> logits tensor`` backed by the exported file."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": still the TorchScript loader
+            loaded = torch.jit.load(str(path)).eval()
+
+        def run(images: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return loaded(images)
+        return run
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("checking the ONNX file needs onnxruntime: pip install onnxruntime") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: images.numpy()})[0])
+    return run
+
+
+def check_export(model: nn.Module, path: Path, fmt: str, images: torch.Tensor, repeats: int = 3) -> ExportCheck:
+    """Outputs of the exported file against ``model`` on ``images`` and on their first row (two batch
+    sizes: the batch dimension must really be dynamic), and the exported model's images per second."""
+    run = run_exported(path, fmt)
+    abs_diff = rel_diff = 0.0
+    sizes = (len(images), 1) if len(images) > 1 else (1,)
+    for size in sizes:
+        batch = images[:size]
+        with torch.inference_mode():
+            expected = model(batch)
+        got = run(batch)
+        if got.shape != expected.shape:
+            raise ExportError(f"the exported model returned {tuple(got.shape)} for batch {size}, "
+                              f"PyTorch {tuple(expected.shape)}")
+        diff = float((got - expected).abs().max())
+        abs_diff = max(abs_diff, diff)
+        rel_diff = max(rel_diff, diff / max(float(expected.abs().max()), 1e-12))
+    run(images)  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run(images)
+    rate = repeats * len(images) / (time.perf_counter() - start)
+    return ExportCheck(path, sizes, abs_diff, rel_diff, rate)
