@@ -36,7 +36,7 @@ data:
 	fi
 
 lint: setup
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 
 test: setup data lint
 	$(PY) -m pytest -q --durations=10

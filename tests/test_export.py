@@ -57,3 +57,59 @@ def test_feature_backbone_scripts_and_exports():
     for ref, a, b in zip(reference, scripted, exported):
         _check_close(ref, a, "script features")
         _check_close(ref, b, "export features")
+
+
+# ------------------------------------------------------------------ files users ship: ONNX and TorchScript
+def _photos_batch(model_name: str, count: int = 3) -> torch.Tensor:
+    from PIL import Image
+
+    from tests.conftest import foolbox_photos
+
+    transform = splitattn.create_transform(model_name, crop=128)
+    images = []
+    for path in foolbox_photos()[:count]:
+        with Image.open(path) as img:
+            images.append(transform(img))
+    return torch.stack(images)
+
+
+@pytest.mark.parametrize("use_deploy", [False, True])
+def test_onnx_dynamic_batch_through_onnxruntime(tmp_path, use_deploy):
+    from splitattn.deploy import deploy
+    from splitattn.export import check_export, export_model
+    from tests.conftest import randomize_
+
+    model = randomize_(create_model("resnest14"), seed=7)
+    exported = deploy(model) if use_deploy else model
+    path = export_model(exported, tmp_path / "m.onnx", "onnx", image_size=128)
+    images = _photos_batch("resnest14")
+    check = check_export(model, path, "onnx", images)
+    assert check.batch_sizes == (3, 1)  # the file was traced at batch 2: both other sizes run
+    assert check.max_rel_diff <= 1e-4 and check.images_per_s > 0
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_torchscript_of_the_deploy_form(tmp_path):
+    from splitattn.deploy import deploy
+    from splitattn.export import check_export, export_model
+    from tests.conftest import randomize_
+
+    model = randomize_(create_model("resnest50_fast_2s2x40d"), seed=8)
+    path = export_model(deploy(model), tmp_path / "m.pt", "torchscript", image_size=128)
+    check = check_export(model, path, "torchscript", _photos_batch("resnest50_fast_2s2x40d", 2))
+    assert check.max_rel_diff <= 1e-4
+
+
+def test_export_cli_and_its_errors(tmp_path, capsys):
+    from splitattn.cli import main
+
+    out = tmp_path / "r14.onnx"
+    assert main(["export", "resnest14", "--format", "onnx", "--deploy", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "dynamic batch" in text
+    diff = float(text.split("max |Δ| ")[1].split()[0])
+    assert out.is_file() and diff < 1e-3
+    assert main(["export", "resnest51", "--format", "onnx"]) == 2
+    assert "unknown model 'resnest51'. Did you mean 'resnest50'" in capsys.readouterr().err
+    assert main(["export", "resnest14", "--format", "onnx", "--opset", "9", "--output", str(out)]) == 2
+    assert "opset 9 is out of reach" in capsys.readouterr().err

@@ -21,13 +21,13 @@ def norm_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     if isinstance(norm, nn.modules.batchnorm._BatchNorm):
         if norm.running_mean is None:
             return None  # track_running_stats=False: batch statistics even in eval
-        weight = norm.weight.detach().float() if norm.affine else torch.ones_like(norm.running_mean)
-        bias = norm.bias.detach().float() if norm.affine else torch.zeros_like(norm.running_mean)
-        scale = weight / torch.sqrt(norm.running_var.float() + norm.eps)
-        return scale, bias - norm.running_mean.float() * scale
+        weight = norm.weight.detach().double() if norm.affine else torch.ones_like(norm.running_mean)
+        bias = norm.bias.detach().double() if norm.affine else torch.zeros_like(norm.running_mean)
+        scale = weight / torch.sqrt(norm.running_var.double() + norm.eps)
+        return scale, bias - norm.running_mean.double() * scale
     if isinstance(norm, FrozenBatchNorm2d):
-        scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
-        return scale, norm.bias.float() - norm.running_mean.float() * scale
+        scale = norm.weight.double() * torch.rsqrt(norm.running_var.double() + norm.eps)
+        return scale, norm.bias.double() - norm.running_mean.double() * scale
     if isinstance(norm, nn.Identity):
         return None
     return None
@@ -66,16 +66,16 @@ class DeploySplitAttention(nn.Module):
         super().__init__()
         self.radix, self.channels = module.radix, module.channels
         self.conv = fold(module.conv, module.bn0, relu=True)
-        weight1 = _dense_from_grouped(module.fc1).float()
-        bias1 = module.fc1.bias.detach().float()
+        weight1 = _dense_from_grouped(module.fc1).double()
+        bias1 = module.fc1.bias.detach().double()
         affine = norm_affine(module.bn1)
         self.attn_norm = nn.Identity()
         if affine is not None:
             weight1, bias1 = weight1 * affine[0][:, None], bias1 * affine[0] + affine[1]
         elif not isinstance(module.bn1, nn.Identity):
             self.attn_norm = module.bn1  # e.g. GroupNorm(1): per sample, applied on the (B, inter) vector
-        weight2 = _dense_from_grouped(module.fc2).float()
-        bias2 = module.fc2.bias.detach().float()
+        weight2 = _dense_from_grouped(module.fc2).double()
+        bias2 = module.fc2.bias.detach().double()
         cardinality = module.rsoftmax.cardinality
         if self.radix > 1:
             # fc2 emits (K, R, C/K) per sample; re-order its rows to (R, K, C/K)

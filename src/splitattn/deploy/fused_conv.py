@@ -54,8 +54,9 @@ class ConvAct(nn.Module):
     def from_conv(cls, conv: nn.Conv2d, scale: torch.Tensor | None, shift: torch.Tensor | None,
                   relu: bool, norm: nn.Module | None = None) -> ConvAct:
         """Fold ``y = conv(x)·scale + shift`` (a BN in eval mode) into one convolution."""
-        weight = conv.weight.detach().float()
-        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(conv.out_channels)
+        # folded in float64, then rounded once to the model's dtype
+        weight = conv.weight.detach().double()
+        bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(conv.out_channels).double()
         if scale is not None:
             weight = weight * scale.reshape(-1, 1, 1, 1)
             bias = bias * scale + shift
@@ -71,7 +72,8 @@ class ConvAct(nn.Module):
     def _packed_weight(self, dtype: torch.dtype, input_size: list[int]) -> torch.Tensor:
         """The weight in the oneDNN layout chosen for this input shape (packing without the shape can
         pick a layout several times slower), re-made only when the parameter changes."""
-        version = (self.weight.data_ptr(), self.weight._version)
+        # inference tensors (made under torch.inference_mode) cannot change in place and have no version
+        version = (self.weight.data_ptr(), 0 if self.weight.is_inference() else self.weight._version)
         key = (dtype, *input_size)
         cached = self._packed.get(key)
         if cached is None or cached[0] != version:
