@@ -46,7 +46,7 @@ def _dense_from_grouped(conv: nn.Conv2d) -> torch.Tensor:
     """A grouped 1×1 conv's weight as a dense (out, in) matrix (block diagonal): tiny, and one matmul."""
     out_ch, in_per_group = conv.weight.shape[:2]
     groups = conv.groups
-    dense = torch.zeros(out_ch, in_per_group * groups, dtype=conv.weight.dtype)
+    dense = torch.zeros(out_ch, in_per_group * groups, dtype=conv.weight.dtype, device=conv.weight.device)
     step = out_ch // groups
     for g in range(groups):
         dense[g * step:(g + 1) * step, g * in_per_group:(g + 1) * in_per_group] = conv.weight[
@@ -79,7 +79,8 @@ class DeploySplitAttention(nn.Module):
         cardinality = module.rsoftmax.cardinality
         if self.radix > 1:
             # fc2 emits (K, R, C/K) per sample; re-order its rows to (R, K, C/K)
-            order = torch.arange(weight2.shape[0]).reshape(cardinality, self.radix, -1).transpose(0, 1).reshape(-1)
+            order = torch.arange(weight2.shape[0], device=weight2.device)
+            order = order.reshape(cardinality, self.radix, -1).transpose(0, 1).reshape(-1)
             weight2, bias2 = weight2[order], bias2[order]
         dtype = module.conv.weight.dtype
         self.fc1_weight = nn.Parameter(weight1.to(dtype), requires_grad=False)

@@ -56,7 +56,8 @@ class ConvAct(nn.Module):
         """Fold ``y = conv(x)·scale + shift`` (a BN in eval mode) into one convolution."""
         # folded in float64, then rounded once to the model's dtype
         weight = conv.weight.detach().double()
-        bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(conv.out_channels).double()
+        bias = (conv.bias.detach().double() if conv.bias is not None
+                else torch.zeros(conv.out_channels, dtype=torch.float64, device=conv.weight.device))
         if scale is not None:
             weight = weight * scale.reshape(-1, 1, 1, 1)
             bias = bias * scale + shift
