@@ -22,7 +22,7 @@ def test_bench_grid_and_ratios():
     timm_rate = {r.task: r.images_per_s for r in result.rows if r.form == "timm"}
     for row in result.rows:
         assert row.images_per_s > 0 and 0 < row.roof_pct < 100
-        if row.form in ("ours", "ours-deploy"):
+        if row.form in ("ours", "ours-deploy", "ours-lean"):
             assert row.vs_timm == pytest.approx(row.images_per_s / timm_rate[row.task], rel=1e-2)
     assert all(r.peak_mb > 0 for r in result.rows if r.task == "train")
     assert result.roof_gflops["fp32"] > 1 and result.gflop_per_image["model"] > 0

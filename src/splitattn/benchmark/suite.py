@@ -42,7 +42,7 @@ class BenchConfig:
 @dataclass
 class Row:
     task: str  # inference | train
-    form: str  # ours | ours-deploy | timm | torchvision-resnet50
+    form: str  # ours | ours-deploy | ours-lean (memory-efficient training) | timm | torchvision-resnet50
     dtype: str
     layout: str
     mode: str
@@ -79,8 +79,8 @@ def build(form: str, name: str, weights: dict[str, torch.Tensor] | None) -> torc
     """A model of ``form`` with ``weights`` (ours' state_dict) where the architecture is the same."""
     import splitattn
 
-    if form in ("ours", "ours-deploy"):
-        model = splitattn.create_model(name)
+    if form in ("ours", "ours-deploy", "ours-lean"):
+        model = splitattn.create_model(name, memory_efficient=form == "ours-lean")
         if weights is not None:
             model.load_state_dict(weights)
         return model
@@ -171,7 +171,7 @@ def _plan(config: BenchConfig, forms: list[str]) -> list[tuple]:
         if config.train:
             for dtype in config.dtypes:
                 for layout in config.layouts:
-                    for form in ["ours", *[f for f in forms if f == "timm"]]:
+                    for form in ["ours", "ours-lean", *[f for f in forms if f == "timm"]]:
                         cases.append(("train", form, dtype, layout, "eager", batch))
     return cases
 

@@ -54,6 +54,8 @@ class SplitAttention(nn.Module):
         reduction: attention width is ``max(in_channels·R // reduction, 32)``.
         norm_layer: called with a channel count; BN in the released models.
         attn_norm_layer: norm of the pooled attention vector (``bn1``); defaults to ``norm_layer``.
+        memory_efficient: in training with BatchNorm, keep one R·C map for backward instead of two
+            (see :mod:`splitattn.layers.memory_efficient`); same outputs and gradients.
         act_layer: activation type, ReLU in the released models.
     """
 
@@ -72,6 +74,7 @@ class SplitAttention(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[..., nn.Module] = nn.ReLU,
         attn_norm_layer: Callable[[int], nn.Module] | None = None,
+        memory_efficient: bool = False,
     ):
         super().__init__()
         if radix < 1 or cardinality < 1:
@@ -83,6 +86,7 @@ class SplitAttention(nn.Module):
         inter = attention_channels(in_channels, radix, reduction)
         self.radix = radix
         self.channels = channels
+        self.memory_efficient = memory_efficient
         self.conv = nn.Conv2d(in_channels, channels * radix, kernel_size, stride, padding, dilation,
                               groups=cardinality * radix, bias=bias)
         self.bn0 = norm_layer(channels * radix)
@@ -94,6 +98,11 @@ class SplitAttention(nn.Module):
         self.rsoftmax = RadixSoftmax(radix, cardinality)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.memory_efficient and self.training and not torch.jit.is_scripting():
+            from .memory_efficient import split_attention_train, supports_memory_efficient
+
+            if supports_memory_efficient(self):
+                return split_attention_train(self, x)
         x = self.act0(self.bn0(self.conv(x)))
         batch = x.shape[0]
         splits = x.reshape(batch, self.radix, self.channels, x.shape[2], x.shape[3])  # a view: radix-major

@@ -74,6 +74,7 @@ class Bottleneck(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
         act_layer: Callable[..., nn.Module] = nn.ReLU,
         attn_norm_layer: NormLayer | None = None,
+        memory_efficient: bool = False,
     ):
         super().__init__()
         group_width = int(planes * (bottleneck_width / 64.0)) * cardinality
@@ -90,7 +91,7 @@ class Bottleneck(nn.Module):
             self.conv2 = SplitAttention(group_width, group_width, 3, conv2_stride, dilation, dilation,
                                         cardinality=cardinality, radix=radix,
                                         norm_layer=norm_layer, act_layer=act_layer,
-                                        attn_norm_layer=attn_norm_layer)
+                                        attn_norm_layer=attn_norm_layer, memory_efficient=memory_efficient)
             self.bn2 = nn.Identity()
             self.act2 = nn.Identity()
         else:
@@ -147,6 +148,8 @@ class ResNeSt(nn.Module):
             during training with :func:`splitattn.layers.set_drop_block_prob`.
         zero_init_last: zero each block's last norm γ after init (the recipe's ``--last-gamma``).
         norm_layer: ``'bn' | 'syncbn' | 'frozenbn' | 'gn'`` or a callable taking the channel count.
+        memory_efficient: split attention keeps one map instead of two for backward in training
+            (BatchNorm with local batch statistics; other norms use the plain path). Same gradients.
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class ResNeSt(nn.Module):
         zero_init_last: bool = True,
         norm_layer: str | NormLayer = "bn",
         act_layer: Callable[..., nn.Module] = nn.ReLU,
+        memory_efficient: bool = False,
     ):
         super().__init__()
         if len(layers) != 4 or min(layers) < 1:
@@ -202,7 +206,7 @@ class ResNeSt(nn.Module):
         self.feature_info = [dict(num_chs=inplanes, reduction=min(stem_stride, 2), module="act1")]
         block_args = dict(radix=radix, cardinality=cardinality, bottleneck_width=bottleneck_width,
                           avd=avd, avd_first=avd_first, norm_layer=norm, act_layer=act_layer,
-                          attn_norm_layer=pooled_norm_layer(norm_layer))
+                          attn_norm_layer=pooled_norm_layer(norm_layer), memory_efficient=memory_efficient)
         for index, (planes, blocks, (stride, dilation, first_dilation)) in enumerate(
             zip(stage_planes, layers, stage_layout(output_stride)), start=1
         ):
