@@ -49,22 +49,44 @@ def test_gradients_and_statistics_equal_the_plain_path(name):
     for (key, p), q in zip(plain.named_parameters(), lean.parameters()):
         assert float((p.grad - q.grad).abs().max()) <= 1e-10 * scale, key
     for (key, a), b in zip(plain.state_dict().items(), lean.state_dict().values()):
-        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14), key
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), key
     lean.eval()
     plain.eval()
     assert torch.allclose(lean(x), plain(x), rtol=1e-12, atol=1e-12)
 
 
-def test_saves_less_for_backward_and_works_under_bf16_autocast():
+def test_saves_one_map_per_block_less_and_trains_under_bf16_autocast():
     plain, lean = (m.float() for m in _pair("resnest50_fast_2s2x40d"))
     x = torch.randn(8, 3, 96, 96)
-    plain_mb, lean_mb = saved_megabytes(plain, x), saved_megabytes(lean, x)
-    assert lean_mb < 0.9 * plain_mb, (lean_mb, plain_mb)
+    maps = []  # the split convs' outputs: one R·C map per block is what the lean path stops keeping
+    hooks = [m.conv.register_forward_hook(lambda _m, _i, out: maps.append(out.numel() * out.element_size()))
+             for m in plain.modules() if isinstance(m, splitattn.SplitAttention)]
+    plain_mb = saved_megabytes(plain, x)
+    for hook in hooks:
+        hook.remove()
+    lean_mb = saved_megabytes(lean, x)
+    assert plain_mb - lean_mb == pytest.approx(sum(maps) / 2**20, rel=0.02), (plain_mb, lean_mb)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss_plain, loss_lean = plain(x).float().pow(2).mean(), lean(x).float().pow(2).mean()
+        loss_lean = lean(x).float().pow(2).mean()
     loss_lean.backward()
-    assert float(loss_lean) == pytest.approx(float(loss_plain), rel=2e-2)
     assert all(torch.isfinite(p.grad).all() for p in lean.parameters() if p.grad is not None)
+
+
+def test_bf16_autocast_rounds_like_the_plain_path():
+    from splitattn.layers.memory_efficient import split_attention_train
+
+    torch.manual_seed(0)
+    block = splitattn.SplitAttention(64, 64, radix=2, cardinality=2).train()
+    with torch.no_grad():
+        block.bn0.weight.uniform_(0.5, 1.5)
+        block.bn0.bias.normal_(0, 0.2)
+    x = torch.randn(8, 64, 16, 16)
+    reference = block(x).detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, lean = block(x), split_attention_train(block, x)
+    assert lean.dtype == plain.dtype == torch.bfloat16
+    plain_error = float((plain.float() - reference).abs().max())
+    assert float((lean.float() - reference).abs().max()) <= 2 * plain_error
 
 
 def test_other_norms_keep_the_plain_path():

@@ -5,9 +5,9 @@ Plain autograd keeps two R·C-channel maps per block for the backward pass: Batc
 kept, with the per-channel batch mean and inverse std; ``y = relu(bn0(z))`` is recomputed in the
 backward pass (one cheap elementwise pass). Gradients and running statistics equal nn.BatchNorm2d's.
 
-Two autograd functions share the recomputation because the attention MLP sits between them:
-``_NormReLUPool`` gives the pooled vector (and ``y``, which it does not keep), ``_WeightedSum`` mixes
-the splits with the attention and routes its gradient to ``z`` through the recomputed ``y``.
+One autograd function covers bn0 → ReLU → pool → attention → weighted sum; the attention MLP inside it
+is a small recorded graph. The backward recomputes ``y`` once, joins the gradients of its two uses and
+runs one BatchNorm backward, in place where it can.
 """
 
 from __future__ import annotations
@@ -31,63 +31,66 @@ def _recompute(z, weight, bias, mean, invstd):
 def _forward_map(z, weight, bias, mean, invstd):
     """y = relu(γ·(z − mean)·invstd + β) in one fused pass plus an in-place ReLU."""
     scale = weight * invstd
-    shift = (bias - mean * scale).to(z.dtype)  # y keeps z's dtype (bf16 under autocast), as nn.BatchNorm2d's
-    return torch.addcmul(shift[None, :, None, None], z, scale.to(z.dtype)[None, :, None, None]).relu_()
+    shift = bias - mean * scale
+    # computed in fp32 and rounded once to z's dtype (bf16 under autocast), as nn.BatchNorm2d does
+    return torch.addcmul(shift[None, :, None, None], _wide(z), scale[None, :, None, None]).relu_().to(z.dtype)
 
 
-def _norm_backward(du, xhat, weight, invstd):
-    """dz, dγ, dβ of u = γ·(z − mean)·invstd with batch statistics, from du = dL/du."""
+def _norm_backward_(du, xhat, weight, invstd):
+    """dz, dγ, dβ of u = γ·(z − mean)·invstd with batch statistics; overwrites ``du`` and ``xhat``."""
     dbias = du.sum((0, 2, 3))
-    dweight = (du * xhat).sum((0, 2, 3))
+    dweight = torch.einsum("bchw,bchw->c", du, xhat)
     count = du.numel() / du.shape[1]
-    scale = (weight * invstd)[None, :, None, None]
-    dz = scale * (du - (dbias / count)[None, :, None, None] - xhat * (dweight / count)[None, :, None, None])
-    return dz, dweight, dbias
+    xhat.mul_((dweight / count)[None, :, None, None])
+    du.sub_((dbias / count)[None, :, None, None]).sub_(xhat).mul_((weight * invstd)[None, :, None, None])
+    return du, dweight, dbias
 
 
-class _NormReLUPool(torch.autograd.Function):
+class _LeanSplitAttention(torch.autograd.Function):
+    """bn0 → ReLU → pool → attention MLP → weighted sum, keeping only ``z`` of the big maps.
+
+    The MLP (on a B×C vector) is recorded as a small graph inside the forward and differentiated with
+    ``torch.autograd.grad`` in the backward, so the two paths from ``y`` (through the pool and through
+    the weighted sum) meet before one BatchNorm backward.
+    """
+
     @staticmethod
-    def forward(ctx, z, weight, bias, mean, invstd, radix: int):
+    def forward(ctx, z, weight, bias, mean, invstd, mlp, radix: int, *mlp_params):
         y = _forward_map(z, weight, bias, mean, invstd)
         batch, channels = z.shape[0], z.shape[1] // radix
         gap = y.mean((2, 3)).reshape(batch, radix, channels).sum(1)
+        with torch.enable_grad():
+            gap_leaf = gap.detach().requires_grad_()
+            attn = mlp(gap_leaf)
+        weights = attn.detach()  # in its own dtype: fp32 softmax under autocast, as the plain path multiplies
+        out = y[:, :channels] * weights[:, 0, :, None, None]
+        for r in range(1, radix):
+            out.addcmul_(y[:, r * channels:(r + 1) * channels], weights[:, r, :, None, None])
         ctx.save_for_backward(z, weight, bias, mean, invstd)
-        ctx.radix = radix
-        ctx.mark_non_differentiable(y)
-        return gap, y
-
-    @staticmethod
-    def backward(ctx, dgap, _dy):
-        z, weight, bias, mean, invstd = ctx.saved_tensors
-        xhat, u, _ = _recompute(_wide(z), weight, bias, mean, invstd)  # backward in fp32, as autocast's BN
-        height, width = z.shape[2], z.shape[3]
-        dy = (_wide(dgap) / (height * width)).repeat(1, ctx.radix)[:, :, None, None]
-        du = dy * (u > 0)
-        dz, dweight, dbias = _norm_backward(du, xhat, weight, invstd)
-        return dz.to(z.dtype), dweight, dbias, None, None, None
-
-
-class _WeightedSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z, y, attn, weight, bias, mean, invstd):
-        batch, radix, channels = attn.shape
-        splits = y.reshape(batch, radix, channels, y.shape[2], y.shape[3])
-        out = (splits * attn[..., None, None]).sum(1)
-        ctx.save_for_backward(z, attn, weight, bias, mean, invstd)
+        ctx.graph = (gap_leaf, attn, mlp_params)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        z, attn, weight, bias, mean, invstd = ctx.saved_tensors
-        xhat, u, y = _recompute(_wide(z), weight, bias, mean, invstd)
+        z, weight, bias, mean, invstd = ctx.saved_tensors
+        gap_leaf, attn, mlp_params = ctx.graph
+        del ctx.graph
         batch, radix, channels = attn.shape
-        splits = y.reshape(batch, radix, channels, y.shape[2], y.shape[3])
+        height, width = z.shape[2], z.shape[3]
+        xhat, u, y = _recompute(_wide(z), weight, bias, mean, invstd)
+        del u
         dout = _wide(dout)
-        dattn = (splits * dout[:, None]).sum((3, 4))
-        dy = (dout[:, None] * _wide(attn)[..., None, None]).reshape_as(y)
-        du = dy * (u > 0)
-        dz, dweight, dbias = _norm_backward(du, xhat, weight, invstd)
-        return dz.to(z.dtype), None, dattn.to(attn.dtype), dweight, dbias, None, None
+        dattn = torch.stack([(y[:, r * channels:(r + 1) * channels] * dout).sum((2, 3)) for r in range(radix)], 1)
+        grads = torch.autograd.grad(attn, [gap_leaf, *mlp_params], dattn.to(attn.dtype), allow_unused=True)
+        dgap = (_wide(grads[0]) / (height * width))[:, :, None, None]
+        weights = _wide(attn.detach())
+        du = torch.empty_like(y)
+        for r in range(radix):  # dL/dy_r = dout·a_r (weighted sum) + dgap/HW (pool), in one pass per split
+            torch.addcmul(dgap, dout, weights[:, r, :, None, None], out=du[:, r * channels:(r + 1) * channels])
+        du.masked_fill_(y <= 0, 0.0)  # ReLU
+        del y
+        dz, dweight, dbias = _norm_backward_(du, xhat, weight, invstd)
+        return (dz.to(z.dtype), dweight, dbias, None, None, None, None, *grads[1:])
 
 
 @torch.no_grad()
@@ -116,8 +119,11 @@ def split_attention_train(module, x: torch.Tensor) -> torch.Tensor:
     """The forward of :class:`~splitattn.layers.SplitAttention` in training mode, saving ``z`` only."""
     z = module.conv(x)
     mean, invstd = batch_statistics(z, module.bn0)
-    weight, bias = module.bn0.weight, module.bn0.bias
-    gap, y = _NormReLUPool.apply(z, weight, bias, mean, invstd, module.radix)
-    attn = module.rsoftmax(module.fc2(module.act1(module.bn1(module.fc1(gap[:, :, None, None])))))
-    attn = attn.reshape(x.shape[0], module.radix, module.channels)
-    return _WeightedSum.apply(z, y, attn, weight, bias, mean, invstd)
+    batch = x.shape[0]
+
+    def mlp(gap: torch.Tensor) -> torch.Tensor:
+        hidden = module.act1(module.bn1(module.fc1(gap[:, :, None, None])))
+        return module.rsoftmax(module.fc2(hidden)).reshape(batch, module.radix, module.channels)
+
+    params = [p for m in (module.fc1, module.bn1, module.fc2) for p in m.parameters() if p.requires_grad]
+    return _LeanSplitAttention.apply(z, module.bn0.weight, module.bn0.bias, mean, invstd, mlp, module.radix, *params)
