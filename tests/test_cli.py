@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from splitattn.cli import main
 
@@ -69,3 +70,17 @@ def test_predict_names_imagenet_classes_for_zoo_models(capsys):
     assert all(row.split(maxsplit=2)[2] in names for row in rows[1:])
     assert main(["predict", "--checkpoint", str(photo), str(photo)]) == 2  # a JPEG is not a checkpoint
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_predict_with_the_deploy_form_gives_the_same_answer(capsys):
+    from tests.conftest import foolbox_photos
+
+    photo = str(foolbox_photos()[1])
+    torch.manual_seed(0)  # random weights: the same ones twice
+    assert main(["predict", "--model", "resnest14", photo, "--topk", "3"]) == 0
+    plain = capsys.readouterr().out
+    torch.manual_seed(0)
+    assert main(["predict", "--model", "resnest14", photo, "--topk", "3", "--deploy"]) == 0
+    fused = capsys.readouterr().out
+    names = [line.split(maxsplit=2)[2] for line in plain.splitlines()[1:]]
+    assert names == [line.split(maxsplit=2)[2] for line in fused.splitlines()[1:]]
