@@ -18,7 +18,8 @@ def test_bench_grid_and_ratios():
     result = run_bench(BenchConfig(**TINY, dtypes=("fp32",), layouts=("nhwc",)), progress=False)
     forms = [(r.task, r.form) for r in result.rows]
     assert forms == [("inference", "ours"), ("inference", "ours-deploy"), ("inference", "timm"),
-                     ("inference", "torchvision-resnet50"), ("train", "ours"), ("train", "timm")]
+                     ("inference", "torchvision-resnet50"), ("train", "ours"), ("train", "ours-lean"),
+                     ("train", "timm")]
     timm_rate = {r.task: r.images_per_s for r in result.rows if r.form == "timm"}
     for row in result.rows:
         assert row.images_per_s > 0 and 0 < row.roof_pct < 100

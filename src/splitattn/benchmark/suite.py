@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -125,14 +126,33 @@ def _prepare(model: torch.nn.Module, dtype: torch.dtype, layout: str, device: to
     return model.to(memory_format=torch.channels_last) if layout == "nhwc" else model
 
 
+def _images(batch: int, size: int, dtype: torch.dtype, layout: str, device: torch.device) -> torch.Tensor:
+    images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    return images.contiguous(memory_format=torch.channels_last) if layout == "nhwc" else images
+
+
 def inference_rate(model: torch.nn.Module, batch: int, size: int, dtype: torch.dtype, layout: str,
                    device: torch.device, repeats: int) -> float:
-    images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
-    if layout == "nhwc":
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = _images(batch, size, dtype, layout, device)
     with torch.inference_mode():
         seconds = median_seconds(lambda: model(images), device, warmup=2, repeats=repeats)
     return batch / seconds
+
+
+def interleaved_rates(models: dict[str, torch.nn.Module], batch: int, size: int, dtype: torch.dtype, layout: str,
+                      device: torch.device, repeats: int) -> dict[str, float]:
+    """Images/s of each model, timed in turn (A B C A B C …) so that a machine slowing down or speeding
+    up over the minutes of a run (shared hosts do) moves every model alike and the ratios stay fair."""
+    images = _images(batch, size, dtype, layout, device)
+    times: dict[str, list[float]] = {form: [] for form in models}
+    with torch.inference_mode():
+        for model in models.values():
+            for _ in range(2):
+                model(images)
+        for _ in range(repeats):
+            for form, model in models.items():
+                times[form].append(median_seconds(lambda m=model: m(images), device, warmup=0, repeats=1))
+    return {form: batch / statistics.median(values) for form, values in times.items()}
 
 
 def train_probe(spec: dict) -> dict:
@@ -218,23 +238,36 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
     torch.manual_seed(0)
     weights = build("ours", config.model, None).state_dict()
     cases = _plan(config, forms)
-    for task, form, dtype, layout, mode, batch in tqdm(cases, desc="bench", disable=not progress):
-        if task == "train":
-            spec = dict(model=config.model, form=form, dtype=dtype, layout=layout, batch=batch,
-                        size=config.image_size, device=config.device, repeats=min(config.repeats, 3))
-            probe = train_probe(spec)
-            result.rows.append(Row(task, form, dtype, layout, mode, batch, round(probe["images_per_s"], 2),
-                                   peak_mb=round(probe["peak_mb"], 1)))
-            continue
-        model = build(form, config.model, weights if form != "torchvision-resnet50" else None).eval()
-        if form == "ours-deploy":
-            model = deploy(model)
-        model = _prepare(model, DTYPES[dtype], layout, device)
-        if mode == "compiled":
-            model = compile_for_inference(model)
-        rate = inference_rate(model, batch, config.image_size, DTYPES[dtype], layout, device, config.repeats)
-        result.rows.append(Row(task, form, dtype, layout, mode, batch, round(rate, 2)))
+    groups: dict[tuple, list[str]] = {}  # inference rows timed together, interleaved
+    for task, form, dtype, layout, mode, batch in cases:
+        if task == "inference":
+            groups.setdefault((dtype, layout, mode, batch), []).append(form)
+    bar = tqdm(total=len(cases), desc="bench", disable=not progress)
+    for (dtype, layout, mode, batch), group_forms in groups.items():
+        models = {}
+        for form in group_forms:
+            model = build(form, config.model, weights if form != "torchvision-resnet50" else None).eval()
+            if form == "ours-deploy":
+                model = deploy(model)
+            model = _prepare(model, DTYPES[dtype], layout, device)
+            models[form] = compile_for_inference(model) if mode == "compiled" else model
+        rates = interleaved_rates(models, batch, config.image_size, DTYPES[dtype], layout, device, config.repeats)
+        for form in group_forms:
+            result.rows.append(Row("inference", form, dtype, layout, mode, batch, round(rates[form], 2)))
+            bar.update(1)
         torch._dynamo.reset()
+    for task, form, dtype, layout, mode, batch in cases:
+        if task != "train":
+            continue
+        spec = dict(model=config.model, form=form, dtype=dtype, layout=layout, batch=batch,
+                    size=config.image_size, device=config.device, repeats=min(config.repeats, 3))
+        probe = train_probe(spec)
+        result.rows.append(Row(task, form, dtype, layout, mode, batch, round(probe["images_per_s"], 2),
+                               peak_mb=round(probe["peak_mb"], 1)))
+        bar.update(1)
+    bar.close()
+    roof = {d: max(roof[d], round(gemm_roof(DTYPES[d], device), 1)) for d in config.dtypes}  # best of start/end
+    result.roof_gflops = roof
     _with_ratios(result.rows, roof, gflop)
     return result
 
