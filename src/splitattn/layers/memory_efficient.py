@@ -111,8 +111,9 @@ def supports_memory_efficient(module) -> bool:
     from .norm import uses_batch_statistics
 
     bn0 = module.bn0
+    # traced / compiled graphs take the plain path (inductor plans its own memory)
     return (uses_batch_statistics(bn0) and bn0.affine and isinstance(module.act0, nn.ReLU)
-            and not torch.jit.is_tracing())
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 
 def split_attention_train(module, x: torch.Tensor) -> torch.Tensor:

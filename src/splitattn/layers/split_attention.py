@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .memory_efficient import split_attention_train, supports_memory_efficient
+
 
 def attention_channels(in_channels: int, radix: int, reduction: int = 4, min_channels: int = 32) -> int:
     """Width of the attention MLP: ``max(C·R // reduction, 32)`` as the released weights."""
@@ -97,12 +99,14 @@ class SplitAttention(nn.Module):
         self.fc2 = nn.Conv2d(inter, channels * radix, 1, groups=cardinality)
         self.rsoftmax = RadixSoftmax(radix, cardinality)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.memory_efficient and self.training and not torch.jit.is_scripting():
-            from .memory_efficient import split_attention_train, supports_memory_efficient
+    @torch.jit.unused
+    def _forward_lean(self, x: torch.Tensor) -> torch.Tensor:
+        return split_attention_train(self, x)
 
-            if supports_memory_efficient(self):
-                return split_attention_train(self, x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # noqa: SIM102  (TorchScript prunes only a bare is_scripting() test)
+            if self.memory_efficient and self.training and supports_memory_efficient(self):
+                return self._forward_lean(x)
         x = self.act0(self.bn0(self.conv(x)))
         batch = x.shape[0]
         splits = x.reshape(batch, self.radix, self.channels, x.shape[2], x.shape[3])  # a view: radix-major
