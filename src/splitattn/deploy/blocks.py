@@ -28,9 +28,7 @@ def norm_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     if isinstance(norm, FrozenBatchNorm2d):
         scale = norm.weight.double() * torch.rsqrt(norm.running_var.double() + norm.eps)
         return scale, norm.bias.double() - norm.running_mean.double() * scale
-    if isinstance(norm, nn.Identity):
-        return None
-    return None
+    return None  # GroupNorm and the like: statistics of each input
 
 
 def fold(conv: nn.Conv2d, norm: nn.Module, relu: bool) -> ConvAct:
