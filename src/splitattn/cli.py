@@ -130,8 +130,6 @@ def _load_for_export(args: argparse.Namespace):
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    import torch
-
     from .deploy import deploy
     from .export import check_export, export_model
 
@@ -146,25 +144,20 @@ def _cmd_export(args: argparse.Namespace) -> None:
     export_model(model, output, args.format, size, args.opset)
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, {args.format}, dynamic batch, "
           f"{size}×{size}) in {time.perf_counter() - start:.1f}s")
-    with torch.inference_mode():
-        check = check_export(predictor.model, output, args.format, images)
+    check = check_export(predictor.model, output, args.format, images)
     print(f"checked on {len(images)} real image(s), batch sizes {check.batch_sizes}: "
           f"max |Δ| {check.max_abs_diff:.2e} (relative {check.max_rel_diff:.2e}) against PyTorch; "
           f"exported model {check.images_per_s:.1f} img/s")
 
 
 def _export_images(predictor, args: argparse.Namespace):
-    """The images to check the export on: --images, else the foolbox ImageNet photos (real photos)."""
-    import importlib.util
-
+    """The images to check the export on: --images, else four foolbox ImageNet photos (real photos)."""
     import torch
     from PIL import Image
 
-    paths = [Path(p) for p in args.images or []]
-    if not paths:
-        spec = importlib.util.find_spec("foolbox")
-        folder = Path(spec.origin).parent / "data" if spec and spec.origin else None
-        paths = sorted(folder.glob("imagenet_*.jpg"))[:4] if folder and folder.is_dir() else []
+    from .demo import sample_photos
+
+    paths = [Path(p) for p in args.images or []] or sample_photos()[:4]
     if not paths:
         raise ValueError("no images to check the export on: pass --images FILE…")
     tensors = []

@@ -22,10 +22,9 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 
 
 def _recompute(z, weight, bias, mean, invstd):
-    """x̂ = (z − mean)·invstd, u = γ·x̂ + β and y = relu(u), from the saved z."""
+    """x̂ = (z − mean)·invstd and y = relu(γ·x̂ + β), from the saved z."""
     xhat = torch.addcmul((-mean * invstd)[None, :, None, None], z, invstd[None, :, None, None])
-    u = torch.addcmul(bias[None, :, None, None], xhat, weight[None, :, None, None])
-    return xhat, u, torch.relu(u)
+    return xhat, torch.addcmul(bias[None, :, None, None], xhat, weight[None, :, None, None]).relu_()
 
 
 def _forward_map(z, weight, bias, mean, invstd):
@@ -77,8 +76,7 @@ class _LeanSplitAttention(torch.autograd.Function):
         del ctx.graph
         batch, radix, channels = attn.shape
         height, width = z.shape[2], z.shape[3]
-        xhat, u, y = _recompute(_wide(z), weight, bias, mean, invstd)
-        del u
+        xhat, y = _recompute(_wide(z), weight, bias, mean, invstd)
         dout = _wide(dout)
         dattn = torch.stack([(y[:, r * channels:(r + 1) * channels] * dout).sum((2, 3)) for r in range(radix)], 1)
         grads = torch.autograd.grad(attn, [gap_leaf, *mlp_params], dattn.to(attn.dtype), allow_unused=True)
