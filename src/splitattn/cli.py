@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .cli_tasks import add_task_commands
 from .models.weights import CheckpointError
 
 
@@ -272,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnest50", help="model name (default resnest50)")
     p.add_argument("--image", help="image file (default: a real ImageNet photo from the foolbox wheel)")
     p.set_defaults(func=_cmd_demo)
+    add_task_commands(sub)
     return parser
 
 
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may also follow --options: `train --resume auto optim.epochs=3`
-        if args.command != "train" or any(x.startswith("-") or "=" not in x for x in extra):
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
     try:

@@ -109,6 +109,8 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- validation
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is list:
+        return "a list"
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
@@ -132,6 +134,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{key}: {value!r} is not one of {_type_name(tp)}{hint}")
+    if origin is list:
+        if isinstance(value, (list, tuple)):
+            (item_type,) = typing.get_args(tp)
+            return [_coerce(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+        raise ConfigError(f"{key}: expected a list such as [1, 2], got {value!r}")
     if origin is dict:
         if isinstance(value, dict):
             return dict(value)
@@ -233,18 +240,28 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (may be omitted), apply ``key=value`` overrides, validate everything."""
+def read_config_data(path: str | Path | None, overrides: list[str] | None, example: str) -> dict[str, Any]:
+    """A YAML file (may be omitted) merged with ``key=value`` overrides, as a nested dict."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist (examples: configs/imagenet/resnest50.yaml)")
+            raise ConfigError(f"config file {path} does not exist (examples: {example})")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    data = _merge(data, parse_overrides(overrides or []))
+    return _merge(data, parse_overrides(overrides or []))
+
+
+def build_config(cls: type, data: dict[str, Any]) -> Any:
+    """A typed config dataclass from a nested dict; unknown keys and bad types raise ConfigError."""
+    return _build(cls, data, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (may be omitted), apply ``key=value`` overrides, validate everything."""
+    data = read_config_data(path, overrides, "configs/imagenet/resnest50.yaml")
     cfg = _build(TrainConfig, data, "")
     _check(cfg)
     return cfg

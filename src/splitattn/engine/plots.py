@@ -67,3 +67,32 @@ def plot_predictions(images: torch.Tensor, labels: torch.Tensor, probs: torch.Te
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_iteration_curves(out_dir: Path, metrics: Sequence[str], path: Path | None = None) -> Path:
+    """Iteration-based runs: each training loss term, the learning rate, and validation ``metrics``."""
+    steps = read_jsonl(out_dir / "steps.jsonl", "step")
+    evals = read_jsonl(out_dir / "epochs.jsonl", "epoch")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    if steps:
+        iterations = [s["step"] for s in steps]
+        for key in [k for k in steps[-1] if k.startswith("loss")]:
+            axes[0].plot(iterations, [s.get(key, float("nan")) for s in steps], lw=1.2 if key == "loss" else 0.7,
+                         label=key)
+        axes[1].plot(iterations, [s["lr"] for s in steps])
+    for key in metrics:
+        points = [(e["step"], e[key]) for e in evals if key in e]
+        if points:
+            axes[2].plot(*zip(*points), "o-", label=key)
+    axes[0].set(title="training losses", xlabel="iteration", yscale="log")
+    axes[1].set(title="learning rate", xlabel="iteration")
+    axes[2].set(title="validation", xlabel="iteration")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = path or out_dir / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

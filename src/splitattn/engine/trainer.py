@@ -66,7 +66,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-class _StopSignal:
+class StopSignal:
     """Remember SIGTERM / SIGINT instead of dying mid-step; restore the old handlers afterwards."""
 
     def __init__(self):
@@ -235,7 +235,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ the run
-    def _train_epoch(self, epoch: int, first: int, global_step: int, stop: _StopSignal,
+    def _train_epoch(self, epoch: int, first: int, global_step: int, stop: StopSignal,
                      summary: RunSummary) -> tuple[int, float]:
         """Steps ``first``.. of ``epoch``; returns the global step reached and the epoch's mean loss."""
         o, e = self.cfg.optim, self.cfg.engine
@@ -318,7 +318,7 @@ class Trainer:
             print(f"training {cfg.model.name} on {len(self.data.classes)} classes: {self.dist.world} process(es) "
                   f"× {self.per_process_batch} images (global batch {o.batch_size}, lr {cfg.base_lr():g}), "
                   f"{self.steps_per_epoch} steps/epoch × {o.epochs} epochs on {self.device}, amp={e.amp}")
-        with _StopSignal() as stop:
+        with StopSignal() as stop:
             for epoch in range(start_epoch, o.epochs):
                 first = start_step if epoch == start_epoch else 0
                 global_step, train_loss = self._train_epoch(epoch, first, global_step, stop, summary)

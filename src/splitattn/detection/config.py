@@ -1,0 +1,133 @@
+"""Detection training configuration: typed sections, YAML + ``key=value`` overrides, strict checks.
+
+Defaults are detectron2's ResNeSt COCO 1x configs (paper-facts §8.1): 16 images per batch, lr 0.02,
+90k iterations with steps at 60k / 80k, 1000-iteration linear warm-up from 0.001×, wd 1e-4 (not on
+norms or biases), short side range-sampled in 640–800 (max 1333), test 800, SyncBN, FREEZE_AT 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import ConfigError, build_config, read_config_data
+from ..engine.iteration_trainer import IterationEngineConfig
+
+
+@dataclass
+class DetectModelConfig:
+    kind: Literal["faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn"] = "faster_rcnn"
+    backbone: str = "resnest50"
+    pretrained_backbone: bool | str = True  # True = the zoo's ImageNet weights; or an official-layout file
+    overrides: dict[str, Any] = field(default_factory=dict)  # backbone create_model arguments
+    norm: Literal["syncbn", "bn", "frozenbn", "gn"] = "syncbn"
+    head_norm: Literal["syncbn", "bn", "gn", "none"] | None = None  # None: follow norm
+    freeze_at: int = 2
+    box_head: Literal["4conv1fc", "2fc"] = "4conv1fc"
+    fpn_channels: int = 256
+    box_conv_dim: int = 256
+    box_fc_dim: int = 1024
+    mask_conv_dim: int = 256
+    mask_num_convs: int = 4
+    anchor_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
+    train_sizes: list[int] = field(default_factory=lambda: [640, 800])  # range: [lo, hi]; choice: the list
+    size_sampling: Literal["range", "choice"] = "range"
+    test_size: int = 800
+    max_size: int = 1333
+    box_batch_size_per_image: int = 512
+    rpn_post_nms_train: int | None = None  # None: 1000, 2000 for the cascades
+    detections_per_img: int = 100
+    roi_sampling_ratio: int = 0  # RoIAlign samples per bin side; 0 = adaptive (detectron2)
+
+    def sizes(self) -> tuple[int, ...]:
+        if self.size_sampling == "range":
+            low, high = self.train_sizes
+            return tuple(range(low, high + 1))
+        return tuple(self.train_sizes)
+
+    def detector_kwargs(self, num_classes: int, progress: bool = True) -> dict[str, Any]:
+        return dict(kind=self.kind, backbone=self.backbone, num_classes=num_classes,
+                    pretrained_backbone=self.pretrained_backbone, norm=self.norm, head_norm=self.head_norm,
+                    freeze_at=self.freeze_at, box_head_type=self.box_head, fpn_channels=self.fpn_channels,
+                    box_conv_dim=self.box_conv_dim, box_fc_dim=self.box_fc_dim, mask_conv_dim=self.mask_conv_dim,
+                    mask_num_convs=self.mask_num_convs,
+                    anchor_sizes=tuple(self.anchor_sizes), min_size=self.sizes(), test_size=self.test_size,
+                    max_size=self.max_size, box_batch_size_per_image=self.box_batch_size_per_image,
+                    rpn_post_nms_train=self.rpn_post_nms_train, detections_per_img=self.detections_per_img,
+                    roi_sampling_ratio=self.roi_sampling_ratio, progress=progress, **self.overrides)
+
+
+@dataclass
+class DetectDataConfig:
+    train_images: str = "datasets/coco/train2017"
+    train_annotations: str = "datasets/coco/annotations/instances_train2017.json"
+    val_images: str = "datasets/coco/val2017"
+    val_annotations: str = "datasets/coco/annotations/instances_val2017.json"
+    flip_prob: float = 0.5
+    workers: int = 4
+    strict: bool = False  # bad annotations are fatal instead of dropped and counted
+
+
+@dataclass
+class DetectOptimConfig:
+    batch_size: int = 16  # images per iteration over all processes
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # conv / linear weights only
+    max_iters: int = 90000
+    steps: list[int] = field(default_factory=lambda: [60000, 80000])
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    grad_clip: float | None = None
+
+
+@dataclass
+class DetectEngineConfig(IterationEngineConfig):
+    out_dir: str = "runs/detect"
+
+
+@dataclass
+class DetectConfig:
+    model: DetectModelConfig = field(default_factory=DetectModelConfig)
+    data: DetectDataConfig = field(default_factory=DetectDataConfig)
+    optim: DetectOptimConfig = field(default_factory=DetectOptimConfig)
+    engine: DetectEngineConfig = field(default_factory=DetectEngineConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(cfg: DetectConfig) -> None:
+    m, o, e = cfg.model, cfg.optim, cfg.engine
+    rules = [
+        (m.size_sampling == "choice" or len(m.train_sizes) == 2 and m.train_sizes[0] <= m.train_sizes[1],
+         "model.train_sizes must be [low, high] with size_sampling=range"),
+        (bool(m.train_sizes) and min(m.train_sizes) >= 16 and m.test_size >= 16, "image sizes must be >= 16 px"),
+        (0 <= m.freeze_at <= 5, "model.freeze_at must be 0..5 (2 = detectron2's default)"),
+        (o.batch_size >= 1 and o.max_iters >= 1 and o.lr > 0, "need optim.batch_size, max_iters >= 1 and lr > 0"),
+        (o.steps == sorted(o.steps) and all(0 < s <= o.max_iters for s in o.steps),
+         "optim.steps must be increasing iterations within max_iters"),
+        (0 <= o.warmup_iters <= o.max_iters and 0 < o.warmup_factor <= 1, "need 0 <= warmup_iters <= max_iters"),
+        (e.checkpoint_every_iters >= 0 and e.eval_every_iters >= 0 and e.log_every_iters >= 1,
+         "engine intervals must be >= 0 (log_every_iters >= 1)"),
+        (0.0 <= cfg.data.flip_prob <= 1.0, "data.flip_prob must be in [0, 1]"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+
+
+def load_detect_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DetectConfig:
+    data = read_config_data(path, overrides, "configs/detection/coco_mask_rcnn_resnest50_1x.yaml")
+    cfg = build_config(DetectConfig, data)
+    _check(cfg)
+    return cfg
+
+
+def detect_config_from_dict(data: dict[str, Any]) -> DetectConfig:
+    cfg = build_config(DetectConfig, data)
+    _check(cfg)
+    return cfg

@@ -1,0 +1,152 @@
+"""``create_detector``: ResNeSt-FPN + torchvision's RPN and RoI heads (or our cascade) in one call.
+
+The result is a torchvision ``GeneralizedRCNN``: a list of image tensors (and, in training, target
+dicts with ``boxes`` XYXY, ``labels`` 1..C and, for the mask models, ``masks``) gives a dict of
+losses in training and a list of ``{"boxes", "labels", "scores"[, "masks"]}`` in eval mode.
+Defaults are detectron2's ResNeSt COCO configs (paper-facts §8.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
+
+from ..layers import convert_sync_batchnorm
+from .backbone import build_backbone
+from .cascade import CASCADE_BOX_WEIGHTS, CASCADE_IOUS, CascadeRoIHeads, ClassAgnosticPredictor
+from .heads import box_head, head_norm_layer, mask_head
+
+DETECTORS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
+# detectron2's ResNeSt configs: RGB, PIXEL_MEAN [123.68, 116.779, 103.939] / STD [58.393, 57.12, 57.375]
+IMAGE_MEAN = (123.68 / 255, 116.779 / 255, 103.939 / 255)
+IMAGE_STD = (58.393 / 255, 57.12 / 255, 57.375 / 255)
+# COCO "range" training: short side sampled in 640..800, max 1333; test at 800
+COCO_TRAIN_SIZES = tuple(range(640, 801))
+
+
+class MultiScaleTransform(GeneralizedRCNNTransform):
+    """torchvision's transform with separate training sizes (one drawn per batch) and a test size."""
+
+    def __init__(self, train_sizes: tuple[int, ...], test_size: int, max_size: int, mean, std):
+        if not train_sizes or min(train_sizes) < 1 or test_size < 1:
+            raise ValueError(f"image sizes must be positive, got train {train_sizes}, test {test_size}")
+        super().__init__(test_size, max_size, mean, std)
+        self.train_sizes, self.test_size = train_sizes, test_size
+        self.train(True)
+
+    def train(self, mode: bool = True):
+        self.min_size = self.train_sizes if mode else (self.test_size,)
+        return super().train(mode)
+
+
+def create_detector(
+    kind: str,
+    backbone: str = "resnest50",
+    num_classes: int = 81,
+    *,
+    pretrained_backbone: bool | str = False,
+    norm: str = "syncbn",
+    head_norm: str | None = None,
+    freeze_at: int = 2,
+    box_head_type: str = "4conv1fc",
+    fpn_channels: int = 256,
+    box_conv_dim: int = 256,
+    box_fc_dim: int = 1024,
+    mask_conv_dim: int = 256,
+    mask_num_convs: int = 4,
+    anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    min_size: int | Sequence[int] = COCO_TRAIN_SIZES,
+    test_size: int = 800,
+    max_size: int = 1333,
+    rpn_post_nms_train: int | None = None,
+    rpn_post_nms_test: int = 1000,
+    rpn_pre_nms_train: int = 2000,
+    rpn_pre_nms_test: int = 1000,
+    rpn_batch_size_per_image: int = 256,
+    box_batch_size_per_image: int = 512,
+    score_thresh: float = 0.05,
+    nms_thresh: float = 0.5,
+    detections_per_img: int = 100,
+    roi_sampling_ratio: int = 0,
+    progress: bool = True,
+    **backbone_overrides,
+) -> GeneralizedRCNN:
+    """Build ``kind`` in :data:`DETECTORS` on a zoo ``backbone``.
+
+    Args:
+        num_classes: object classes + 1 for background (81 for COCO), as torchvision counts.
+        pretrained_backbone: False, True (the zoo's ImageNet weights) or a path to an official-layout
+            state_dict (``splitattn convert`` turns detectron2 / mmdet backbones into one).
+        norm: backbone norm, ``'syncbn'`` (paper; the CPU fallback when not on GPU), ``'bn'``,
+            ``'frozenbn'`` (torchvision's default for fine-tuning) or ``'gn'``.
+        head_norm: FPN / box head / mask head norm; None = follow ``norm`` (none for frozenbn).
+        freeze_at: detectron2's FREEZE_AT (2 = stem and res2 frozen).
+        box_head_type: ``'4conv1fc'`` (paper) or ``'2fc'``.
+        mask_num_convs: 3×3 convs in the mask head (4 in the paper's configs).
+        min_size: training short side(s), sampled per iteration; ``test_size`` at eval.
+        rpn_post_nms_train: proposals kept per image in training (None: 1000, 2000 for the cascades).
+        roi_sampling_ratio: RoIAlign samples per bin side; 0 = adaptive (detectron2), 2 is cheaper on CPU.
+        **backbone_overrides: :func:`splitattn.create_model` arguments (e.g. ``base_planes``).
+    """
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown detector {kind!r}: use one of {', '.join(DETECTORS)}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts the background too, so it must be >= 2 (COCO: 81), got {num_classes}")
+    cascade, masks = kind.startswith("cascade"), kind.endswith("mask_rcnn")
+    head_norm = head_norm or ("none" if norm == "frozenbn" else norm)
+    fpn = build_backbone(backbone, pretrained_backbone, norm, freeze_at, fpn_channels,
+                         fpn_norm=head_norm_layer(head_norm), progress=progress, **backbone_overrides)
+
+    anchors = AnchorGenerator(tuple((s,) for s in anchor_sizes), (tuple(aspect_ratios),) * len(anchor_sizes))
+    if len(anchor_sizes) != len(fpn.strides):
+        raise ValueError(f"anchor_sizes needs one size per FPN level ({len(fpn.strides)}), got {len(anchor_sizes)}")
+    post_train = rpn_post_nms_train or (2000 if cascade else 1000)
+    rpn = RegionProposalNetwork(
+        anchors, RPNHead(fpn_channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=rpn_batch_size_per_image, positive_fraction=0.5,
+        pre_nms_top_n=dict(training=rpn_pre_nms_train, testing=rpn_pre_nms_test),
+        post_nms_top_n=dict(training=post_train, testing=rpn_post_nms_test), nms_thresh=0.7)
+
+    levels = ["0", "1", "2", "3"]
+    box_pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=roi_sampling_ratio)
+    mask_parts = {}
+    if masks:
+        mask_parts = dict(mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=roi_sampling_ratio),
+                          mask_head=mask_head(fpn_channels, mask_conv_dim, mask_num_convs, norm=head_norm),
+                          mask_predictor=MaskRCNNPredictor(mask_conv_dim, mask_conv_dim, num_classes))
+    inference = dict(score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+    if cascade:
+        heads = [box_head(box_head_type, fpn_channels, 7, box_conv_dim, box_fc_dim, head_norm) for _ in CASCADE_IOUS]
+        roi_heads = CascadeRoIHeads(box_pool, [h for h, _ in heads],
+                                    [ClassAgnosticPredictor(width, num_classes) for _, width in heads],
+                                    CASCADE_IOUS, CASCADE_BOX_WEIGHTS, batch_size_per_image=box_batch_size_per_image,
+                                    positive_fraction=0.25, **inference, **mask_parts)
+    else:
+        head, width = box_head(box_head_type, fpn_channels, 7, box_conv_dim, box_fc_dim, head_norm)
+        roi_heads = RoIHeads(box_pool, head, FastRCNNPredictor(width, num_classes), 0.5, 0.5,
+                             box_batch_size_per_image, 0.25, None, **inference, **mask_parts)
+
+    train_sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
+    transform = MultiScaleTransform(train_sizes, test_size, max_size, list(IMAGE_MEAN), list(IMAGE_STD))
+    detector = GeneralizedRCNN(fpn, rpn, roi_heads, transform)
+    if norm == "syncbn" or head_norm == "syncbn":
+        convert_sync_batchnorm(detector, torch.device("cpu"))  # CPU/GPU-agnostic; DDP on CUDA converts again
+    detector.kind, detector.num_classes = kind, num_classes
+    return detector
+
+
+def detector_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

@@ -1,0 +1,115 @@
+"""``create_segmenter``: DeepLabV3 or FCN on a dilated ResNeSt, with the auxiliary FCN head on layer3.
+
+As the paper's segmentation runs (PyTorch-Encoding ``encoding/models/sseg/{deeplab,fcn}.py``,
+paper-facts §8.2): the backbone keeps the official dilation semantics (OS 8: layer3 dilation 2,
+layer4 dilation 4 with first-block dilation 2 and stride-1 avd pools — what the checkpoints were
+fine-tuned with, unlike timm's), the DeepLabV3 head is ASPP (1×1, three 3×3 atrous convs at rates
+12/24/36 for OS 8 and 6/12/18 for OS 16, image pooling; 256 channels, BN/ReLU, concat → 1×1 → BN/ReLU
+→ dropout 0.5) then 3×3 conv 256 → BN/ReLU → dropout 0.1 → 1×1 classifier; FCN's head and the
+auxiliary head are the FCN head (3×3 conv to in/4 channels, BN/ReLU, dropout 0.1, 1×1). Logits are
+upsampled bilinearly (align_corners=True, as Encoding) to the input size. The model normalises its
+[0, 1] RGB input with the ImageNet mean/std itself, so data, predict and export need no transform.
+torchvision's ``ASPP`` and ``FCNHead`` are used as they are; only the DeepLab head's tail differs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.segmentation.deeplabv3 import ASPP
+from torchvision.models.segmentation.fcn import FCNHead
+
+from ..layers import convert_sync_batchnorm
+from ..models import create_model
+
+SEGMENTERS = ("deeplabv3", "fcn")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+AUX_WEIGHT = 0.2  # PyTorch-Encoding's aux loss weight for the ResNeSt runs
+
+
+class DeepLabV3Head(nn.Sequential):
+    """ASPP then 3×3 conv → BN/ReLU → dropout 0.1 → 1×1 (Encoding's ``DeepLabV3Head``)."""
+
+    def __init__(self, in_channels: int, num_classes: int, atrous_rates: tuple[int, int, int], channels: int = 256):
+        super().__init__(
+            ASPP(in_channels, atrous_rates, channels),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.1),
+            nn.Conv2d(channels, num_classes, 1),
+        )
+
+
+class Segmenter(nn.Module):
+    """Backbone C4 (aux) and C5 (out) → heads → ``{"out", "aux"}`` logits at the input resolution."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, aux_head: nn.Module | None, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.aux_head = aux_head
+        self.num_classes = num_classes
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = images.shape[-2:]
+        c4, c5 = self.backbone((images - self.mean) / self.std)
+        result = OrderedDict()
+        result["out"] = F.interpolate(self.head(c5), size=size, mode="bilinear", align_corners=True)
+        if self.aux_head is not None:
+            result["aux"] = F.interpolate(self.aux_head(c4), size=size, mode="bilinear", align_corners=True)
+        return result
+
+
+def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_classes: int = 150, *,
+                     output_stride: int = 8, aux: bool = True, pretrained_backbone: bool | str = False,
+                     norm: str = "bn", progress: bool = True, **backbone_overrides) -> Segmenter:
+    """Build ``kind`` in :data:`SEGMENTERS` on a dilated zoo ``backbone``.
+
+    Args:
+        num_classes: output classes (ADE20K 150, VOC 21).
+        output_stride: 8 (the paper's) or 16; the dilation follows the official code.
+        aux: add the FCN auxiliary head on layer3 (train with loss weight :data:`AUX_WEIGHT`).
+        pretrained_backbone: False, True (zoo ImageNet weights) or an official-layout state_dict path.
+        norm: ``'bn'``, ``'syncbn'`` (the paper; CPU fallback off GPU) or ``'frozenbn'`` for the backbone;
+            the heads use BatchNorm (converted too for ``'syncbn'``).
+        **backbone_overrides: :func:`splitattn.create_model` arguments (e.g. ``base_planes``).
+    """
+    if kind not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {kind!r}: use one of {', '.join(SEGMENTERS)}")
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 (the paper's) or 16 for segmentation, got {output_stride}: "
+                         "the backbone dilates layer3/layer4 for these two only")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if norm not in ("bn", "syncbn", "frozenbn"):
+        raise ValueError(f"unknown norm {norm!r}: use 'bn', 'syncbn' or 'frozenbn'")
+    body = create_model(backbone, pretrained=pretrained_backbone, features_only=True, out_indices=(3, 4),
+                        output_stride=output_stride, progress=progress,
+                        norm_layer="frozenbn" if norm == "frozenbn" else "bn", **backbone_overrides)
+    c4, c5 = (info["num_chs"] for info in body.feature_info)
+    if kind == "deeplabv3":
+        rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
+        head = DeepLabV3Head(c5, num_classes, rates)
+    else:
+        head = FCNHead(c5, num_classes)
+    model = Segmenter(body, head, FCNHead(c4, num_classes) if aux else None, num_classes)
+    if norm == "syncbn":
+        convert_sync_batchnorm(model, torch.device("cpu"))  # DDP on CUDA converts to torch's SyncBN
+    model.kind, model.output_stride = kind, output_stride
+    return model
+
+
+def segmentation_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, ignore_index: int = 255,
+                      aux_weight: float = AUX_WEIGHT) -> torch.Tensor:
+    """Per-pixel cross-entropy on ``out`` plus ``aux_weight`` × that of ``aux`` (ignored pixels skipped)."""
+    loss = F.cross_entropy(outputs["out"], target, ignore_index=ignore_index)
+    if "aux" in outputs:
+        loss = loss + aux_weight * F.cross_entropy(outputs["aux"], target, ignore_index=ignore_index)
+    return loss

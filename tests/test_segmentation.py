@@ -1,0 +1,102 @@
+"""Semantic segmentation: the dilated backbone equals the official dilated mode, DeepLabV3 / FCN heads,
+a short training on real-object scenes, the CLI, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import resnest.torch as official
+import torch
+
+from splitattn.cli import main
+from splitattn.data.scenes import make_scenes
+from splitattn.segmentation import create_segmenter
+from splitattn.segmentation.config import load_segment_config
+from splitattn.segmentation.data import build_segmentation_data
+from splitattn.segmentation.evaluate import evaluate_segmenter
+from splitattn.segmentation.train import poly_learning_rate
+from tests.conftest import max_rel_diff, randomize_
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg_scenes")
+    make_scenes(root, num_train=48, num_val=8, size=64, object_size=(20, 40), seed=5, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("output_stride,official_kwargs", [(8, {"dilated": True}), (16, {"dilation": 2})])
+def test_segmenter_backbone_equals_official_dilated_mode(tmp_path, output_stride, official_kwargs):
+    theirs = randomize_(official.resnest50(**official_kwargs), seed=4)
+    path = tmp_path / "official.pth"
+    torch.save(theirs.state_dict(), path)
+    model = create_segmenter("deeplabv3", "resnest50", num_classes=5, output_stride=output_stride,
+                             pretrained_backbone=str(path), norm="bn").eval()
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        c4, c5 = model.backbone((x - model.mean) / model.std)
+        t = theirs.maxpool(theirs.relu(theirs.bn1(theirs.conv1((x - model.mean) / model.std))))
+        t3 = theirs.layer3(theirs.layer2(theirs.layer1(t)))
+        t4 = theirs.layer4(t3)
+        out = model(x)
+    assert c4.shape[-1] == c5.shape[-1] == 96 // output_stride
+    assert max_rel_diff(t3, c4) <= 1e-5 and max_rel_diff(t4, c5) <= 1e-5
+    assert out["out"].shape == out["aux"].shape == (1, 5, 96, 96)
+
+
+def test_heads_are_the_papers():
+    model = create_segmenter("deeplabv3", "resnest14", num_classes=7, output_stride=8, base_planes=16)
+    aspp = model.head[0]
+    rates = [m[0].dilation[0] for m in aspp.convs[1:4]]
+    assert rates == [12, 24, 36] and aspp.convs[0][0].out_channels == 256
+    assert create_segmenter("deeplabv3", "resnest14", num_classes=7, output_stride=16,
+                            base_planes=16).head[0].convs[1][0].dilation[0] == 6
+    fcn = create_segmenter("fcn", "resnest14", num_classes=7, aux=False, base_planes=16)
+    assert fcn.aux_head is None and fcn.head[-1].out_channels == 7
+    assert model.aux_head[0].in_channels == 4 * 16 * 4  # layer3 output (C4)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="output_stride"):
+        create_segmenter("deeplabv3", "resnest14", output_stride=32)
+    with pytest.raises(ValueError, match="fcn"):
+        create_segmenter("pspnet")
+    with pytest.raises(ValueError, match="resnest50"):
+        create_segmenter("deeplabv3", "resnest5O")
+
+
+def test_poly_schedule():
+    assert poly_learning_rate(0, 0.01, 100, 0.9) == pytest.approx(0.01)
+    assert poly_learning_rate(50, 0.01, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_learning_rate(0, 0.01, 100, 0.9, warmup_iters=10) == pytest.approx(0.001)
+
+
+def test_short_training_raises_miou_and_cli(scenes, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["segment", "train", "--config", "configs/segmentation/scenes_deeplabv3_cpu.yaml", f"data.root={scenes}",
+            "data.base_size=64", "data.crop_size=64", "model.pretrained_backbone=false", "optim.batch_size=8",
+            "optim.max_iters=40", "engine.eval_every_iters=20", "eval.final_scales=false", "data.workers=0",
+            "engine.progress=false", "engine.log_every_iters=5", f"engine.out_dir={out}",
+            "--summary-json", str(tmp_path / "s.json")]
+    assert main(args) == 0
+    # the start: the same initial weights (the trainer seeds with engine.seed before building the model)
+    cfg = load_segment_config(args[3], [a for a in args[4:] if "=" in a])
+    torch.manual_seed(cfg.engine.seed)
+    _, val_set = build_segmentation_data(cfg.data, train=False)
+    start = evaluate_segmenter(create_segmenter(**cfg.model.segmenter_kwargs(11, progress=False)), val_set,
+                               torch.device("cpu"), progress=False)["mIoU"]
+    evals = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
+    last = json.loads((tmp_path / "s.json").read_text())["metrics"]["mIoU"]
+    assert [e["step"] for e in evals] == [20, 40]
+    assert last > start + 0.2 and last > 0.35, (start, evals[0]["mIoU"], last)
+    for name in ("curves.png", "predictions.png", "checkpoints/last.pth"):
+        assert (out / name).is_file(), name
+    checkpoint = str(out / "checkpoints" / "last.pth")
+    capsys.readouterr()
+    assert main(["segment", "eval", "--checkpoint", checkpoint, "--scales", "1.0", "--json",
+                 str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["mIoU"] == pytest.approx(last, abs=1e-6)
+    image = next((scenes / "val" / "images").glob("*.png"))
+    assert main(["segment", "predict", "--checkpoint", checkpoint, str(image), "--out-dir", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / f"{image.stem}_segmentation.png").is_file()
