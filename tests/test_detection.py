@@ -221,7 +221,7 @@ def test_detect_cli_train_resume_eval_predict(scenes, tmp_path, capsys):
               f"data.val_images={scenes}/val/images", f"data.val_annotations={scenes}/val/annotations.json",
               "model.kind=mask_rcnn", "model.pretrained_backbone=false", "model.fpn_channels=32",
               "model.train_sizes=[96,96]", "model.test_size=96", "optim.batch_size=2", "optim.warmup_iters=2",
-              "optim.steps=[5]", "data.workers=0", "engine.progress=false", "engine.log_every_iters=1",
+              "optim.steps=[3]", "data.workers=0", "engine.progress=false", "engine.log_every_iters=1",
               "engine.checkpoint_every_iters=2", f"engine.out_dir={out}"]
     assert main(common + ["optim.max_iters=3"]) == 0
     assert main(common + ["optim.max_iters=6", "--resume", "auto", "--summary-json", str(tmp_path / "s.json")]) == 0
