@@ -7,14 +7,12 @@ import json
 from pathlib import Path
 
 
-def _cmd_detect_train(args: argparse.Namespace) -> None:
-    from .detection.config import load_detect_config
-    from .detection.train import train_detector
-
+def _train_and_report(args: argparse.Namespace, load_config, train, metric_keys) -> None:
+    """Shared by `detect train` and `segment train`: shortcut flags → overrides, run, print the summary."""
     shortcuts = [f"engine.resume={args.resume}"] if args.resume is not None else []
     shortcuts += [f"engine.out_dir={args.out_dir}"] if args.out_dir else []
     shortcuts += [f"engine.amp={args.amp}"] if args.amp else []
-    summary = train_detector(load_detect_config(args.config, shortcuts + args.overrides), args.summary_json)
+    summary = train(load_config(args.config, shortcuts + args.overrides), args.summary_json)
     if not summary.files:  # not the main process
         return
     for name, path in summary.files.items():
@@ -23,10 +21,17 @@ def _cmd_detect_train(args: argparse.Namespace) -> None:
         print(f"annotations dropped or fixed: {summary.data_problems}")
     if summary.stopped:
         print(f"stopped early: {summary.stopped}")
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in summary.metrics.items() if k.endswith(("_AP", "_AP50")))
+    metrics = ", ".join(f"{k} {summary.metrics[k]:.4f}" for k in metric_keys if summary.metrics.get(k) is not None)
     minutes, seconds = divmod(round(summary.wall_s), 60)
     print(f"{summary.kind} {summary.backbone}: {summary.iterations} iterations, {metrics or 'no validation set'}, "
           f"wall time {minutes}m{seconds:02d}s")
+
+
+def _cmd_detect_train(args: argparse.Namespace) -> None:
+    from .detection.config import load_detect_config
+    from .detection.train import train_detector
+
+    _train_and_report(args, load_detect_config, train_detector, ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50"))
 
 
 def _cmd_detect_eval(args: argparse.Namespace) -> None:
@@ -81,20 +86,7 @@ def _cmd_segment_train(args: argparse.Namespace) -> None:
     from .segmentation.config import load_segment_config
     from .segmentation.train import train_segmenter
 
-    shortcuts = [f"engine.resume={args.resume}"] if args.resume is not None else []
-    shortcuts += [f"engine.out_dir={args.out_dir}"] if args.out_dir else []
-    shortcuts += [f"engine.amp={args.amp}"] if args.amp else []
-    summary = train_segmenter(load_segment_config(args.config, shortcuts + args.overrides), args.summary_json)
-    if not summary.files:
-        return
-    for name, path in summary.files.items():
-        print(f"{name:>12}: {path}")
-    if summary.stopped:
-        print(f"stopped early: {summary.stopped}")
-    metrics = ", ".join(f"{k} {summary.metrics[k]:.4f}" for k in ("mIoU", "pixAcc") if k in summary.metrics)
-    minutes, seconds = divmod(round(summary.wall_s), 60)
-    print(f"{summary.kind} {summary.backbone}: {summary.iterations} iterations, {metrics or 'no validation set'}, "
-          f"wall time {minutes}m{seconds:02d}s")
+    _train_and_report(args, load_segment_config, train_segmenter, ("mIoU", "pixAcc"))
 
 
 def _cmd_segment_eval(args: argparse.Namespace) -> None:
