@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
+from transfer_common import BACKBONES, machine, pretrain
 
 from splitattn.data.scenes import make_scenes
 from splitattn.detection.config import load_detect_config
@@ -29,34 +28,11 @@ from splitattn.detection.factory import detector_parameters
 from splitattn.detection.train import train_detector
 
 CONFIG = "configs/detection/scenes_mask_rcnn_cpu.yaml"
-# The baseline keeps every preset setting and swaps the block: ResNet-D (deep stem, avg-down) as in
-# the paper's tables, at the same (1, 1, 1, 1) depth.
-BACKBONES = {
-    "resnest": ("resnest14", []),
-    "resnetd": ("resnet50d", ["model.overrides.layers=[1,1,1,1]"]),
-}
-PRETRAIN_CONFIG = "configs/fashion_mnist/resnest_cpu.yaml"
-
-
-def pretrain(name: str, model: str, overrides: list[str], out_root: Path) -> tuple[Path, dict]:
-    """The classification stage (reused when its checkpoint exists): (best checkpoint, summary)."""
-    from splitattn.config import load_config
-    from splitattn.engine.trainer import train
-
-    out_dir = out_root / f"pretrain_{name}"
-    args = [f"model.name={model}", *overrides, f"engine.out_dir={out_dir}"]
-    summary_path = out_dir / "pretrain_summary.json"
-    if summary_path.is_file() and (out_dir / "checkpoints" / "best.pth").is_file():
-        return out_dir / "checkpoints" / "best.pth", json.loads(summary_path.read_text())
-    summary = train(load_config(PRETRAIN_CONFIG, args))
-    record = {"test_top1": summary.val_top1, "epochs": summary.epochs, "wall_s": round(summary.wall_s, 1),
-              "command": " ".join(["splitattn", "train", "--config", PRETRAIN_CONFIG, *args])}
-    summary_path.write_text(json.dumps(record, indent=2) + "\n")
-    return out_dir / "checkpoints" / "best.pth", record
+PRETRAIN_CONFIG = "configs/fashion_mnist/resnest_cpu.yaml"  # the `make demo` recipe (plain Fashion-MNIST)
 
 
 def run(name: str, model: str, overrides: list[str], scenes: Path, out_root: Path, results: Path) -> dict:
-    checkpoint, pretrained = pretrain(name, model, overrides, out_root)
+    checkpoint, pretrained = pretrain(name, model, overrides, out_root, PRETRAIN_CONFIG)
     overrides = [f"model.backbone={model}", f"model.pretrained_backbone={checkpoint}", *overrides]
     data = [f"data.train_images={scenes}/train/images", f"data.train_annotations={scenes}/train/annotations.json",
             f"data.val_images={scenes}/val/images", f"data.val_annotations={scenes}/val/annotations.json"]
@@ -97,8 +73,7 @@ def main() -> None:
     report = {"benchmark": "Mask R-CNN on Fashion-MNIST scenes, CPU preset, backbone pretrained on Fashion-MNIST",
               "scenes": {k: {"images": v["images"], "instances": v["instances"]}
                          for k, v in scene_summary["splits"].items()},
-              "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")},
+              "machine": machine(),
               "runs": {}}
     if args.only and Path(args.json).is_file():  # keep the other backbone's run from an earlier call
         report["runs"] = json.loads(Path(args.json).read_text()).get("runs", {})

@@ -32,7 +32,7 @@ def test_segmenter_backbone_equals_official_dilated_mode(tmp_path, output_stride
                              pretrained_backbone=str(path), norm="bn").eval()
     x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        c4, c5 = model.backbone((x - model.mean) / model.std)
+        c4, c5 = model.backbone((x - model.mean) / model.std)[-2:]
         t = theirs.maxpool(theirs.relu(theirs.bn1(theirs.conv1((x - model.mean) / model.std))))
         t3 = theirs.layer3(theirs.layer2(theirs.layer1(t)))
         t4 = theirs.layer4(t3)
@@ -54,11 +54,59 @@ def test_heads_are_the_papers():
     assert model.aux_head[0].in_channels == 4 * 16 * 4  # layer3 output (C4)
 
 
+def test_deeplabv3plus_decoder_reads_the_stride4_map():
+    """Chen et al. 2018: ASPP on C5, decoder on the stride-4 map (C2 with the standard stem, C3 with a
+    stride-2 stem) projected to 48 channels, two 3×3 convs, logits at the input size."""
+    standard = create_segmenter("deeplabv3plus", "resnest14", num_classes=7, output_stride=16, base_planes=16)
+    compact = create_segmenter("deeplabv3plus", "resnest14", num_classes=7, output_stride=16, base_planes=16,
+                               stem_stride=2, head_channels=64)
+    for model, low_module in ((standard, "layer1"), (compact, "layer2")):
+        info = model.backbone.feature_info[model.low_index]
+        assert info["reduction"] == 4 and info["module"] == low_module
+        assert model.head.project_low[0].out_channels == 48
+        assert model.head.project_low[0].in_channels == info["num_chs"]
+    assert compact.head.aspp.convs[0][0].out_channels == 64 and compact.head.fuse[0].out_channels == 64
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = compact.eval()(x)
+        # the decoder's input really is the stride-4 map: changing it changes the logits
+        features = compact.backbone((x - compact.mean) / compact.std)
+        low = features[compact.low_index]
+        plain = compact.head(features[-1], low)
+        other = compact.head(features[-1], torch.zeros_like(low))
+    assert out["out"].shape == out["aux"].shape == (2, 7, 64, 64)
+    assert low.shape[-1] == 16 and plain.shape[-1] == 16
+    assert not torch.allclose(plain, other)
+
+
+def test_class_prior_init_starts_at_the_label_frequencies(scenes):
+    from splitattn.data import segmentation as seg
+    from splitattn.segmentation.train import class_frequencies
+
+    dataset = seg.scenes(scenes, "train")
+    counts = torch.ones(11, dtype=torch.float64)
+    for index in range(len(dataset)):
+        counts += torch.bincount(dataset[index][1].reshape(-1), minlength=11).double()
+    frequencies = class_frequencies(dataset)
+    torch.testing.assert_close(frequencies, (counts / counts.sum()).float())
+    assert frequencies[0] > 0.6  # background dominates the scenes
+    model = create_segmenter("deeplabv3", "resnest14", num_classes=11, output_stride=16, base_planes=16,
+                             head_channels=32).eval()
+    model.init_class_prior(frequencies)
+    with torch.no_grad():
+        probabilities = model(dataset[0][0][None])["out"].softmax(1).mean((0, 2, 3))
+    torch.testing.assert_close(probabilities, frequencies, atol=0.02, rtol=0)
+    with pytest.raises(ValueError, match="11 positive class frequencies"):
+        model.init_class_prior(torch.zeros(11))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="output_stride"):
         create_segmenter("deeplabv3", "resnest14", output_stride=32)
-    with pytest.raises(ValueError, match="fcn"):
+    with pytest.raises(ValueError, match="deeplabv3plus"):
         create_segmenter("pspnet")
+    with pytest.raises(ValueError, match="head_channels"):
+        create_segmenter("deeplabv3", "resnest14", head_channels=0)
     with pytest.raises(ValueError, match="resnest50"):
         create_segmenter("deeplabv3", "resnest5O")
 

@@ -242,7 +242,7 @@ def test_grayscale_stem_is_adapted_exactly(tmp_path):
     rgb = splitattn.create_model("resnest14").eval()
     path = tmp_path / "rgb.pth"
     torch.save(rgb.state_dict(), path)
-    with pytest.warns(UserWarning, match="adapted the 1-channel stem"):
+    with pytest.warns(UserWarning, match="adapted the checkpoint.s 3-channel stem to 1 channels"):
         gray = splitattn.create_model("resnest14", pretrained=str(path), in_chans=1).eval()
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():

@@ -109,7 +109,7 @@ def _cmd_segment_eval(args: argparse.Namespace) -> None:
                          f"{ckpt['segmenter']['num_classes']}: evaluate on the dataset it was trained for")
     scales = [float(s) for s in args.scales.split(",")] if args.scales else cfg.eval.scales
     metrics = evaluate_segmenter(model, dataset, torch.device("cpu"), scales=scales, flip=args.flip,
-                                 crop_size=cfg.data.crop_size, base_size=cfg.data.base_size)
+                                 crop_size=cfg.eval.window(cfg.data), base_size=cfg.data.base_size)
     print(f"pixAcc {metrics['pixAcc']:.4f}  mIoU {metrics['mIoU']:.4f}  (scales {list(scales)}, flip {args.flip})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,10 @@ class DataConfig:
     color_jitter: float = 0.4
     lighting: float = 0.1  # PCA lighting noise std (AlexNet-style)
     pad_crop: int = 2  # 'small' transform: random crop after padding by this many pixels
+    # fashion_mnist only: 'scenes' draws each image as the scenes draw their garments (tinted on a colour
+    # gradient, RGB; data/scene_style.py): the pretraining for the scenes transfer benchmarks
+    style: Literal["plain", "scenes"] = "plain"
+    zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])  # fashion_mnist: random resize range; [1, 1] off
     train_subset: int | None = None  # use a class-balanced subset of this many training images
     val_subset: int | None = None
     workers: int = 4
@@ -203,6 +207,9 @@ def _check(cfg: TrainConfig) -> None:
         (d.train_crop >= 8 and (d.eval_crop is None or d.eval_crop >= 8), "data crops must be >= 8 px"),
         (d.workers >= 0 and d.pad_crop >= 0, "data.workers and data.pad_crop must be >= 0"),
         (d.train_subset is None or d.train_subset > 0, "data.train_subset must be positive"),
+        (d.style == "plain" or d.dataset == "fashion_mnist", "data.style=scenes applies to fashion_mnist only"),
+        (len(d.zoom) == 2 and 0 < d.zoom[0] <= d.zoom[1], "data.zoom must be [lo, hi] with 0 < lo <= hi"),
+        (list(d.zoom) == [1.0, 1.0] or d.dataset == "fashion_mnist", "data.zoom applies to fashion_mnist only"),
         (e.checkpoint_every_steps >= 0 and e.eval_every_epochs >= 1, "engine.eval_every_epochs must be >= 1"),
         (e.max_steps is None or e.max_steps > 0, "engine.max_steps must be positive"),
     ]

@@ -21,9 +21,11 @@ from ..seeding import generator
 from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from .fashion_mnist import load_fashion_mnist
 from .folder import DatasetError, ImageFolderDataset, collate_skipping
+from .scene_style import render_scene_style, sample_scene_style
 from .train_transforms import (
     imagenet_train_transform,
     pad_crop_flip,
+    random_zoom,
     small_image_eval_transform,
     small_image_train_transform,
 )
@@ -54,11 +56,17 @@ def balanced_subset(labels: list[int] | torch.Tensor, size: int, seed: int) -> t
 
 
 class TensorTrainBatches:
-    """Shuffled, sharded, augmented batches from uint8 tensors (N, C, H, W) held in memory."""
+    """Shuffled, sharded, augmented batches from uint8 tensors (N, C, H, W) held in memory.
+
+    ``zoom`` (lo, hi): after the crop and flip, each image is resized by a factor drawn from [lo, hi]
+    about a random centre (:func:`random_zoom`; (1, 1) = off). ``scene_style``: grayscale images are
+    then rendered in the scenes' look (tinted on a colour gradient, RGB), a fresh draw per image and step.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int, world: int,
-                 seed: int, pad: int, mean: tuple[float, ...], std: tuple[float, ...]):
-        self.images, self.labels = images, labels
+                 seed: int, pad: int, mean: tuple[float, ...], std: tuple[float, ...], scene_style: bool = False,
+                 zoom: tuple[float, float] = (1.0, 1.0)):
+        self.images, self.labels, self.scene_style, self.zoom = images, labels, scene_style, tuple(zoom)
         self.batch, self.rank, self.world, self.seed, self.pad = batch, rank, world, seed, pad
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
@@ -83,6 +91,14 @@ class TensorTrainBatches:
             dx = torch.randint(0, 2 * self.pad + 1, (size,), generator=gen)[positions]
             flip = (torch.rand(size, generator=gen) < 0.5)[positions]
             x = pad_crop_flip(self.images[index].float().div_(255), dy, dx, flip, self.pad)
+            if self.zoom != (1.0, 1.0):
+                lo, hi = self.zoom
+                scale = (lo + (hi - lo) * torch.rand(size, generator=gen))[positions]
+                shift = (torch.rand(size, 2, generator=gen) * 2 - 1)[positions] * (scale - 1).abs()[:, None]
+                x = random_zoom(x, scale, shift)
+            if self.scene_style:
+                style = sample_scene_style(size, *x.shape[-2:], generator=gen)
+                x = render_scene_style(x, {key: value[positions] for key, value in style.items()})
             yield (x - self.mean) / self.std, self.labels[index], 0
 
 
@@ -158,12 +174,19 @@ def _fashion_mnist(cfg: TrainConfig, batch: int, rank: int, world: int) -> DataB
         keep = balanced_subset(val_y, d.val_subset, cfg.engine.seed + 1)
         val_x, val_y = val_x[keep], val_y[keep]
     train_x, val_x = train_x.unsqueeze(1), val_x.unsqueeze(1)
-    pixels = train_x.float().div(255)
-    mean, std = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),)
+    scene_style = d.style == "scenes"
+    if scene_style:  # RGB in the scenes' look; the test images get one fixed draw
+        mean, std, in_chans = IMAGENET_MEAN, IMAGENET_STD, 3
+        style = sample_scene_style(len(val_x), *val_x.shape[-2:], generator=generator(cfg.engine.seed, 1_000_003))
+        val_x = (render_scene_style(val_x.float().div(255), style) * 255).round().to(torch.uint8)
+    else:
+        pixels = train_x.float().div(255)
+        mean, std, in_chans = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),), 1
     return DataBundle(
-        train=TensorTrainBatches(train_x, train_y, batch, rank, world, cfg.engine.seed, d.pad_crop, mean, std),
+        train=TensorTrainBatches(train_x, train_y, batch, rank, world, cfg.engine.seed, d.pad_crop, mean, std,
+                                 scene_style, tuple(d.zoom)),
         val=TensorEvalBatches(val_x, val_y, max(batch, 256), rank, world, mean, std),
-        classes=list(FASHION_MNIST_CLASSES), in_chans=1, mean=mean, std=std, image_size=train_x.shape[-1])
+        classes=list(FASHION_MNIST_CLASSES), in_chans=in_chans, mean=mean, std=std, image_size=train_x.shape[-1])
 
 
 def _image_folder(cfg: TrainConfig, batch: int, rank: int, world: int) -> DataBundle:

@@ -132,3 +132,16 @@ def pad_crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip
         images = padded[torch.arange(batch)[:, None, None, None], torch.arange(channels)[None, :, None, None],
                         rows, cols]
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def random_zoom(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Batched zoom: each image resized by ``scale[i]`` (bilinear) about a centre moved by ``shift[i]``
+    (x, y in units of half the canvas), zero outside the source. < 1 shows the object smaller on more
+    background, > 1 crops into it: the size variation that ImageNet's random-resized crops give, for
+    in-memory small images."""
+    batch = images.shape[0]
+    theta = torch.zeros(batch, 2, 3, dtype=images.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = -shift / scale[:, None]
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

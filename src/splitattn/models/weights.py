@@ -210,8 +210,9 @@ def load_weights(model: nn.Module, source: bool | str | os.PathLike | dict, *, h
 
     stem = "conv1.0.weight"
     if stem in state and stem in own and state[stem].shape[1] != own[stem].shape[1]:
+        theirs = state[stem].shape[1]
         state[stem] = _adapt_input_conv(state[stem], own[stem].shape[1])
-        report.notes.append(f"adapted the {state[stem].shape[1]}-channel stem from the checkpoint's RGB weights")
+        report.notes.append(f"adapted the checkpoint's {theirs}-channel stem to {own[stem].shape[1]} channels")
 
     ckpt_head = [k for k in state if k.startswith("fc.")]
     model_has_head = "fc.weight" in own

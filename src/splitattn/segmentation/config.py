@@ -20,18 +20,22 @@ from ..engine.iteration_trainer import IterationEngineConfig
 
 @dataclass
 class SegmentModelConfig:
-    kind: Literal["deeplabv3", "fcn"] = "deeplabv3"
+    kind: Literal["deeplabv3", "deeplabv3plus", "fcn"] = "deeplabv3"
     backbone: str = "resnest50"
     pretrained_backbone: bool | str = True
     overrides: dict[str, Any] = field(default_factory=dict)
     output_stride: int = 8
     aux: bool = True
     aux_weight: float = 0.2
+    head_channels: int = 256  # DeepLabV3 head width (the paper's 256)
+    # classifiers start at the training labels' class frequencies (RetinaNet's prior init; off in the paper)
+    class_prior_init: bool = False
     norm: Literal["syncbn", "bn", "frozenbn"] = "syncbn"
 
     def segmenter_kwargs(self, num_classes: int, progress: bool = True) -> dict[str, Any]:
         return dict(kind=self.kind, backbone=self.backbone, num_classes=num_classes, output_stride=self.output_stride,
-                    aux=self.aux, pretrained_backbone=self.pretrained_backbone, norm=self.norm, progress=progress,
+                    aux=self.aux, pretrained_backbone=self.pretrained_backbone, norm=self.norm,
+                    head_channels=self.head_channels, progress=progress,
                     **self.overrides)
 
 
@@ -67,6 +71,10 @@ class SegmentEvalConfig:
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
     flip: bool = True
     final_scales: bool = True  # the end of training uses `scales` + `flip`; periodic evals are single-scale
+    crop_size: int = 0  # sliding-window size for images larger than it; 0: data.crop_size (Encoding's)
+
+    def window(self, data: SegmentDataConfig) -> int:
+        return self.crop_size or data.crop_size
 
 
 @dataclass
@@ -100,6 +108,7 @@ def _check(cfg: SegmentConfig) -> None:
         (0.0 <= d.flip_prob <= 1.0, "data.flip_prob must be in [0, 1]"),
         (o.batch_size >= 1 and o.lr > 0 and o.epochs > 0 and o.max_iters >= 0, "need batch_size >= 1, lr > 0"),
         (bool(cfg.eval.scales) and min(cfg.eval.scales) > 0, "eval.scales must be positive"),
+        (cfg.eval.crop_size >= 0, "eval.crop_size must be >= 0 (0: data.crop_size)"),
     ]
     for ok, message in rules:
         if not ok:

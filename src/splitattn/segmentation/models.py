@@ -25,7 +25,7 @@ from torchvision.models.segmentation.fcn import FCNHead
 from ..layers import convert_sync_batchnorm
 from ..models import create_model
 
-SEGMENTERS = ("deeplabv3", "fcn")
+SEGMENTERS = ("deeplabv3", "deeplabv3plus", "fcn")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUX_WEIGHT = 0.2  # PyTorch-Encoding's aux loss weight for the ResNeSt runs
@@ -45,23 +45,73 @@ class DeepLabV3Head(nn.Sequential):
         )
 
 
-class Segmenter(nn.Module):
-    """Backbone C4 (aux) and C5 (out) → heads → ``{"out", "aux"}`` logits at the input resolution."""
+class DeepLabV3PlusHead(nn.Module):
+    """DeepLabV3+ (Chen et al. 2018; the paper's Cityscapes model): ASPP on C5, then a decoder that
+    upsamples it to the stride-4 backbone map, concatenates that map projected to 48 channels (1×1,
+    BN/ReLU) and refines with two 3×3 conv → BN/ReLU before the 1×1 classifier."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, aux_head: nn.Module | None, num_classes: int):
+    def __init__(self, in_channels: int, low_channels: int, num_classes: int, atrous_rates: tuple[int, int, int],
+                 channels: int = 256, low_projection: int = 48):
+        super().__init__()
+        self.aspp = ASPP(in_channels, atrous_rates, channels)
+        self.project_low = nn.Sequential(nn.Conv2d(low_channels, low_projection, 1, bias=False),
+                                         nn.BatchNorm2d(low_projection), nn.ReLU(inplace=True))
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels + low_projection, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, c5: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        high = F.interpolate(self.aspp(c5), size=low.shape[-2:], mode="bilinear", align_corners=True)
+        return self.classifier(self.fuse(torch.cat([high, self.project_low(low)], 1)))
+
+
+def _classifier(head: nn.Module) -> nn.Conv2d:
+    return head.classifier if isinstance(head, DeepLabV3PlusHead) else head[-1]
+
+
+class Segmenter(nn.Module):
+    """Backbone C4 (aux) and C5 (out) → heads → ``{"out", "aux"}`` logits at the input resolution.
+
+    The backbone returns C2..C5; with ``low_index`` set (DeepLabV3+) the head takes ``(C5, that map)``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, aux_head: nn.Module | None, num_classes: int,
+                 low_index: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.aux_head = aux_head
         self.num_classes = num_classes
+        self.low_index = low_index
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    @torch.no_grad()
+    def init_class_prior(self, frequencies: torch.Tensor) -> None:
+        """Start every classifier at the class prior: weights ~ N(0, 0.01), bias = log(frequency).
+
+        RetinaNet's prior initialisation (Lin et al. 2017) for per-pixel classes: a short run otherwise
+        spends its first hundreds of iterations learning that most pixels are background.
+        """
+        frequencies = torch.as_tensor(frequencies, dtype=torch.float32)
+        if frequencies.shape != (self.num_classes,) or not bool((frequencies > 0).all()):
+            raise ValueError(f"need {self.num_classes} positive class frequencies, got {tuple(frequencies.shape)}")
+        for head in (self.head, self.aux_head):
+            if head is not None:
+                classifier = _classifier(head)
+                nn.init.normal_(classifier.weight, std=0.01)
+                classifier.bias.copy_((frequencies / frequencies.sum()).log())
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         size = images.shape[-2:]
-        c4, c5 = self.backbone((images - self.mean) / self.std)
+        features = self.backbone((images - self.mean) / self.std)
+        c4, c5 = features[-2], features[-1]
+        logits = self.head(c5) if self.low_index is None else self.head(c5, features[self.low_index])
         result = OrderedDict()
-        result["out"] = F.interpolate(self.head(c5), size=size, mode="bilinear", align_corners=True)
+        result["out"] = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
         if self.aux_head is not None:
             result["aux"] = F.interpolate(self.aux_head(c4), size=size, mode="bilinear", align_corners=True)
         return result
@@ -69,7 +119,8 @@ class Segmenter(nn.Module):
 
 def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_classes: int = 150, *,
                      output_stride: int = 8, aux: bool = True, pretrained_backbone: bool | str = False,
-                     norm: str = "bn", progress: bool = True, **backbone_overrides) -> Segmenter:
+                     norm: str = "bn", head_channels: int = 256, progress: bool = True,
+                     **backbone_overrides) -> Segmenter:
     """Build ``kind`` in :data:`SEGMENTERS` on a dilated zoo ``backbone``.
 
     Args:
@@ -79,6 +130,8 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
         pretrained_backbone: False, True (zoo ImageNet weights) or an official-layout state_dict path.
         norm: ``'bn'``, ``'syncbn'`` (the paper; CPU fallback off GPU) or ``'frozenbn'`` for the backbone;
             the heads use BatchNorm (converted too for ``'syncbn'``).
+        head_channels: width of the DeepLabV3 head (ASPP branches and the 3×3 conv); 256 is the paper's,
+            a compact backbone on the CPU can use fewer (the ASPP dominates its compute).
         **backbone_overrides: :func:`splitattn.create_model` arguments (e.g. ``base_planes``).
     """
     if kind not in SEGMENTERS:
@@ -90,16 +143,23 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if norm not in ("bn", "syncbn", "frozenbn"):
         raise ValueError(f"unknown norm {norm!r}: use 'bn', 'syncbn' or 'frozenbn'")
-    body = create_model(backbone, pretrained=pretrained_backbone, features_only=True, out_indices=(3, 4),
+    if head_channels < 1:
+        raise ValueError(f"head_channels must be >= 1, got {head_channels}")
+    body = create_model(backbone, pretrained=pretrained_backbone, features_only=True, out_indices=(1, 2, 3, 4),
                         output_stride=output_stride, progress=progress,
                         norm_layer="frozenbn" if norm == "frozenbn" else "bn", **backbone_overrides)
-    c4, c5 = (info["num_chs"] for info in body.feature_info)
+    stages = body.feature_info  # C2..C5
+    # DeepLabV3+'s decoder reads the stride-4 map: C2 with the standard stem, C3 with a stride-2 stem
+    low = max((i for i in (0, 1) if stages[i]["reduction"] <= 4), default=0) if kind == "deeplabv3plus" else None
+    c4, c5 = stages[2]["num_chs"], stages[3]["num_chs"]
+    rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
     if kind == "deeplabv3":
-        rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
-        head = DeepLabV3Head(c5, num_classes, rates)
+        head = DeepLabV3Head(c5, num_classes, rates, head_channels)
+    elif kind == "deeplabv3plus":
+        head = DeepLabV3PlusHead(c5, stages[low]["num_chs"], num_classes, rates, head_channels)
     else:
         head = FCNHead(c5, num_classes)
-    model = Segmenter(body, head, FCNHead(c4, num_classes) if aux else None, num_classes)
+    model = Segmenter(body, head, FCNHead(c4, num_classes) if aux else None, num_classes, low_index=low)
     if norm == "syncbn":
         convert_sync_batchnorm(model, torch.device("cpu"))  # DDP on CUDA converts to torch's SyncBN
     model.kind, model.output_stride = kind, output_stride

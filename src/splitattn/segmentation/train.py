@@ -29,6 +29,18 @@ def poly_learning_rate(iteration: int, base_lr: float, max_iters: int, power: fl
     return base_lr * (1 - iteration / max_iters) ** power
 
 
+def class_frequencies(dataset, max_images: int = 500) -> torch.Tensor:
+    """Labelled-pixel share of each class over up to ``max_images`` evenly spaced training labels (each
+    count + 1, so an unseen class keeps a finite prior)."""
+    step = max(1, len(dataset) // max_images)
+    counts = torch.ones(dataset.num_classes, dtype=torch.float64)
+    for index in range(0, len(dataset), step):
+        label = torch.from_numpy(dataset.load_label(index))
+        label = label[label != dataset.ignore_index]
+        counts += torch.bincount(label.reshape(-1), minlength=dataset.num_classes).double()
+    return (counts / counts.sum()).float()
+
+
 def load_segmenter_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
     """(model in eval mode, checkpoint dict) from a ``splitattn segment train`` checkpoint."""
     ckpt = read_task_checkpoint(path, "segmenter", "splitattn segment train")
@@ -53,6 +65,8 @@ class SegmentTrainer(IterationTrainer):
         self.ignore_index = train_set.ignore_index
         cfg.optim.max_iters = cfg.total_iters(len(train_set))
         model = create_segmenter(**cfg.model.segmenter_kwargs(self.num_classes, progress=self.dist.is_main))
+        if cfg.model.class_prior_init:  # every process computes the same prior: no broadcast needed
+            model.init_class_prior(class_frequencies(train_set))
         backbone = [p for p in model.backbone.parameters() if p.requires_grad]
         heads = [p for name, p in model.named_parameters() if not name.startswith("backbone.") and p.requires_grad]
         wd = cfg.optim.weight_decay
@@ -87,7 +101,7 @@ class SegmentTrainer(IterationTrainer):
         scales = tuple(self.cfg.eval.scales) if final else (1.0,)
         flip = self.cfg.eval.flip and final
         return evaluate_segmenter(unwrap(self.model), self.val_set, self.device, scales=scales, flip=flip,
-                                  crop_size=self.cfg.data.crop_size, base_size=self.cfg.data.base_size,
+                                  crop_size=self.cfg.eval.window(self.cfg.data), base_size=self.cfg.data.base_size,
                                   amp=self.cfg.engine.amp, rank=self.dist.rank, world=self.dist.world,
                                   progress=self.cfg.engine.progress)
 

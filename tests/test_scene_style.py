@@ -1,0 +1,95 @@
+"""Fashion-MNIST in the scenes' look: the same drawing as the scene generator, batched in torch, and the
+pretraining data built from it (resumable, sharded like the plain batches)."""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import pytest
+import torch
+
+from splitattn.config import ConfigError, load_config
+from splitattn.data import scenes
+from splitattn.data.loaders import build_data
+from splitattn.data.scene_style import SceneStyle, hsv_to_rgb, render_scene_style, sample_scene_style
+from tests.test_data import _require_fashion_mnist
+
+CONFIG = "configs/fashion_mnist/resnest_cpu_scenes_style.yaml"
+
+
+class _Draws:
+    """A numpy-Generator stand-in that hands the scene generator fixed draws, in its call order."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def uniform(self, *args, **kwargs):
+        return self.values.pop(0)
+
+    normal = uniform
+
+
+def test_hsv_to_rgb_equals_colorsys():
+    hsv = torch.rand(2000, 3, generator=torch.Generator().manual_seed(0))
+    hsv[:6, 0] = torch.arange(6) / 6  # sector boundaries
+    expected = torch.tensor([colorsys.hsv_to_rgb(*row.tolist()) for row in hsv])
+    torch.testing.assert_close(hsv_to_rgb(hsv), expected, atol=1e-6, rtol=0)
+
+
+def test_rendering_equals_the_scene_generator_for_the_same_draw():
+    """Background gradient, noise, tint and alpha blend as scenes.render_scene computes them (one object
+    covering the whole canvas, so its 28 px patch needs no resize)."""
+    from splitattn.data.fashion_mnist import load_fashion_mnist
+
+    _require_fashion_mnist()
+    garment = load_fashion_mnist(None, "test")[0][3].numpy().astype(np.float32)
+    rng = np.random.default_rng(7)
+    base, shift, angle = rng.uniform(25, 140, 3), rng.uniform(-45, 45, 3), rng.uniform(0, 2 * np.pi)
+    noise, tint = rng.normal(0, 4.0, (28, 28, 3)), np.array(colorsys.hsv_to_rgb(0.3, 0.8, 0.9)) * 255
+    canvas = scenes._background(_Draws(base, shift, angle, noise), 28)  # the generator's own code
+    alpha = (garment / 255.0)[..., None] * (garment > scenes.MASK_THRESHOLD)[..., None]
+    expected = np.clip(np.rint(canvas * (1 - alpha) + tint[None, None, :].astype(np.float32) * alpha), 0, 255)
+
+    other = torch.tensor(np.clip(base + shift, 0, 255))[None].float()
+    style = SceneStyle(base=torch.tensor(base)[None].float(), other=other,
+                       angle=torch.tensor([angle]).float(), tint=torch.tensor(tint)[None].float(),
+                       noise=torch.tensor(noise).permute(2, 0, 1)[None].float())
+    ours = render_scene_style(torch.from_numpy(garment)[None, None] / 255, style)[0].permute(1, 2, 0) * 255
+    # float32 rounding can flip a value sitting on .5: at most one level, on a few pixels
+    difference = (ours - torch.from_numpy(expected).float()).abs()
+    assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01
+
+
+def test_drawn_parameters_follow_the_scene_distributions():
+    style = sample_scene_style(4000, 8, 8, torch.Generator().manual_seed(1))
+    assert style["base"].min() >= 25 and style["base"].max() <= 140
+    assert (style["other"] - style["base"]).abs().max() <= 45 + 1e-4
+    hsv = torch.tensor([colorsys.rgb_to_hsv(*(c / 255).tolist()) for c in style["tint"][:500]])
+    assert hsv[:, 1].min() >= 0.45 - 1e-4 and hsv[:, 2].min() >= 0.75 - 1e-4
+    assert style["noise"].std().item() == pytest.approx(4.0, rel=0.02)
+
+
+def test_scene_style_pretraining_data():
+    _require_fashion_mnist()
+    cfg = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64"])
+    data = build_data(cfg, per_process_batch=64)
+    assert data.in_chans == 3 and len(data.mean) == 3
+    images, labels, _ = next(data.train.batches(0))
+    assert images.shape == (64, 3, 28, 28)
+    # RGB, not gray, and no black background: the corners hold the gradient
+    rgb = images * torch.tensor(data.std).view(1, 3, 1, 1) + torch.tensor(data.mean).view(1, 3, 1, 1)
+    assert (rgb[:, 0] - rgb[:, 1]).abs().mean() > 0.02
+    assert rgb[:, :, 0, 0].mean() > 25 / 255 - 0.02
+    # resumable and sharded exactly like the plain batches
+    again = list(data.train.batches(0, start_step=3))[0]
+    assert torch.equal(again[0], list(data.train.batches(0))[3][0])
+    ranks = [next(build_data(cfg, 32, r, 2).train.batches(0))[0] for r in range(2)]
+    assert torch.equal(torch.stack([ranks[i % 2][i // 2] for i in range(64)]), images)
+    val = next(data.val.batches())[0]
+    assert val.shape[1] == 3 and torch.equal(val, next(build_data(cfg, 64).val.batches())[0])
+
+
+def test_scene_style_needs_fashion_mnist():
+    with pytest.raises(ConfigError, match="fashion_mnist"):
+        load_config(None, ["data.root=/tmp", "data.style=scenes"])
