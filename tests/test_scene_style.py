@@ -13,6 +13,7 @@ from splitattn.config import ConfigError, load_config
 from splitattn.data import scenes
 from splitattn.data.loaders import build_data
 from splitattn.data.scene_style import SceneStyle, hsv_to_rgb, render_scene_style, sample_scene_style
+from splitattn.data.train_transforms import random_zoom
 from tests.test_data import _require_fashion_mnist
 
 CONFIG = "configs/fashion_mnist/resnest_cpu_scenes_style.yaml"
@@ -70,9 +71,23 @@ def test_drawn_parameters_follow_the_scene_distributions():
     assert style["noise"].std().item() == pytest.approx(4.0, rel=0.02)
 
 
-def test_scene_style_pretraining_data():
+def test_random_zoom_geometry():
+    square = torch.zeros(3, 1, 16, 16)
+    square[:, :, 6:10, 6:10] = 1.0  # a 4-pixel square at the centre
+    out = random_zoom(square, torch.tensor([1.0, 2.0, 0.5]), torch.zeros(3, 2))
+    assert torch.allclose(out[0], square[0], atol=1e-6)  # scale 1: identity
+    assert torch.equal(out[1, 0] > 0.5, torch.nn.functional.pad(torch.ones(8, 8), (4, 4, 4, 4)) > 0)  # 8 px
+    assert (out[2, 0] > 0.5).sum() == 4 and out[2].sum().item() == pytest.approx(4.0, abs=1e-4)  # a quarter
+    # the shift moves the centre by (shift × half the canvas) in the zoomed image: (0.5, 0) → 4 px right
+    moved = random_zoom(square[:1], torch.tensor([1.0]), torch.tensor([[0.5, 0.0]]))
+    assert torch.allclose(moved[0, 0, :, 4:], square[0, 0, :, :12], atol=1e-6)
+
+
+@pytest.mark.parametrize("zoom", [None, "[0.6,1.5]"])
+def test_scene_style_pretraining_data(zoom):
     _require_fashion_mnist()
-    cfg = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64"])
+    extra = [f"data.zoom={zoom}"] if zoom else []
+    cfg = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64", *extra])
     data = build_data(cfg, per_process_batch=64)
     assert data.in_chans == 3 and len(data.mean) == 3
     images, labels, _ = next(data.train.batches(0))

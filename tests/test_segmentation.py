@@ -10,8 +10,10 @@ import resnest.torch as official
 import torch
 
 from splitattn.cli import main
+from splitattn.config import ConfigError
 from splitattn.data.scenes import make_scenes
 from splitattn.segmentation import create_segmenter
+from splitattn.segmentation.config import load_segment_config
 from splitattn.segmentation.train import poly_learning_rate
 from tests.conftest import max_rel_diff, randomize_
 
@@ -49,6 +51,9 @@ def test_heads_are_the_papers():
     assert rates == [12, 24, 36] and aspp.convs[0][0].out_channels == 256
     assert create_segmenter("deeplabv3", "resnest14", num_classes=7, output_stride=16,
                             base_planes=16).head[0].convs[1][0].dilation[0] == 6
+    small_map = create_segmenter("deeplabv3", "resnest14", num_classes=7, output_stride=16, base_planes=16,
+                                 atrous_rates=(2, 4, 6)).head[0]
+    assert [m[0].dilation[0] for m in small_map.convs[1:4]] == [2, 4, 6]
     fcn = create_segmenter("fcn", "resnest14", num_classes=7, aux=False, base_planes=16)
     assert fcn.aux_head is None and fcn.head[-1].out_channels == 7
     assert model.aux_head[0].in_channels == 4 * 16 * 4  # layer3 output (C4)
@@ -107,6 +112,10 @@ def test_bad_arguments():
         create_segmenter("pspnet")
     with pytest.raises(ValueError, match="head_channels"):
         create_segmenter("deeplabv3", "resnest14", head_channels=0)
+    with pytest.raises(ValueError, match="atrous_rates"):
+        create_segmenter("deeplabv3", "resnest14", atrous_rates=(0, 6, 12))
+    with pytest.raises(ConfigError, match="atrous_rates"):
+        load_segment_config("configs/segmentation/scenes_deeplabv3_cpu.yaml", ["model.atrous_rates=[2,4]"])
     with pytest.raises(ValueError, match="resnest50"):
         create_segmenter("deeplabv3", "resnest5O")
 
@@ -153,11 +162,10 @@ def test_short_training_and_cli(scenes, tmp_path, capsys):
     args = ["segment", "train", "--config", "configs/segmentation/scenes_deeplabv3_cpu.yaml", f"data.root={scenes}",
             "data.base_size=64", "data.crop_size=64", "model.pretrained_backbone=false", "optim.batch_size=8",
             "optim.max_iters=40", "engine.eval_every_iters=20", "eval.final_scales=false", "data.workers=0",
-            "engine.progress=false", "engine.log_every_iters=5", f"engine.out_dir={out}",
+            "engine.progress=false", "engine.log_every_iters=5", f"engine.out_dir={out}", "engine.compile=true",
             "--summary-json", str(tmp_path / "s.json")]
     assert main(args) == 0
-    # The engine end to end. Not yet asserted: that mIoU rises well above the untrained model's (issue 6 is
-    # open; these 40-iteration runs still predict mostly background).
+    # The engine end to end, compiled as the preset (learning itself: test_overfitting_four_scenes_raises_miou).
     evals = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
     last = json.loads((tmp_path / "s.json").read_text())["metrics"]["mIoU"]
     assert [e["step"] for e in evals] == [20, 40]

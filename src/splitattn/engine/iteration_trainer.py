@@ -115,6 +115,10 @@ class IterationTrainer:
     def collate(self, batch):
         raise NotImplementedError
 
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        """The training module on its device, before DDP (e.g. torch.compile); the plain one by default."""
+        return model
+
     # ------------------------------------------------------------------ set-up
     def __init__(self, cfg, dist_info: DistInfo | None = None):
         self.cfg = cfg
@@ -131,9 +135,10 @@ class IterationTrainer:
         if len(self.train_set) == 0:
             raise TrainingError("the training set is empty: check data paths and splits")
         self.model = model.to(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.model = convert_sync_batchnorm(self.model, self.device)
+        self.model = self.wrap_model(self.model)
         if self.dist.enabled:
-            if self.device.type == "cuda":
-                self.model = convert_sync_batchnorm(self.model, self.device)
             self.model = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
                                                  else None)
         self.optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)

@@ -28,6 +28,7 @@ class SegmentModelConfig:
     aux: bool = True
     aux_weight: float = 0.2
     head_channels: int = 256  # DeepLabV3 head width (the paper's 256)
+    atrous_rates: list[int] = field(default_factory=list)  # [] = the paper's (12, 24, 36) at OS 8, halved at OS 16
     # classifiers start at the training labels' class frequencies (RetinaNet's prior init; off in the paper)
     class_prior_init: bool = False
     norm: Literal["syncbn", "bn", "frozenbn"] = "syncbn"
@@ -35,7 +36,8 @@ class SegmentModelConfig:
     def segmenter_kwargs(self, num_classes: int, progress: bool = True) -> dict[str, Any]:
         return dict(kind=self.kind, backbone=self.backbone, num_classes=num_classes, output_stride=self.output_stride,
                     aux=self.aux, pretrained_backbone=self.pretrained_backbone, norm=self.norm,
-                    head_channels=self.head_channels, progress=progress,
+                    head_channels=self.head_channels, atrous_rates=tuple(self.atrous_rates) or None,
+                    progress=progress,
                     **self.overrides)
 
 
@@ -81,6 +83,8 @@ class SegmentEvalConfig:
 class SegmentEngineConfig(IterationEngineConfig):
     out_dir: str = "runs/segment"
     eval_batch_size: int = 1
+    # torch.compile of the training module (fixed crop size: one graph); evaluation runs the plain module
+    compile: bool = False
 
 
 @dataclass
@@ -109,6 +113,8 @@ def _check(cfg: SegmentConfig) -> None:
         (o.batch_size >= 1 and o.lr > 0 and o.epochs > 0 and o.max_iters >= 0, "need batch_size >= 1, lr > 0"),
         (bool(cfg.eval.scales) and min(cfg.eval.scales) > 0, "eval.scales must be positive"),
         (cfg.eval.crop_size >= 0, "eval.crop_size must be >= 0 (0: data.crop_size)"),
+        (not m.atrous_rates or (len(m.atrous_rates) == 3 and min(m.atrous_rates) >= 1),
+         "model.atrous_rates must be [] (the paper's) or three rates >= 1"),
     ]
     for ok, message in rules:
         if not ok:

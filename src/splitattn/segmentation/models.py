@@ -119,8 +119,8 @@ class Segmenter(nn.Module):
 
 def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_classes: int = 150, *,
                      output_stride: int = 8, aux: bool = True, pretrained_backbone: bool | str = False,
-                     norm: str = "bn", head_channels: int = 256, progress: bool = True,
-                     **backbone_overrides) -> Segmenter:
+                     norm: str = "bn", head_channels: int = 256, atrous_rates: tuple[int, int, int] | None = None,
+                     progress: bool = True, **backbone_overrides) -> Segmenter:
     """Build ``kind`` in :data:`SEGMENTERS` on a dilated zoo ``backbone``.
 
     Args:
@@ -132,6 +132,8 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
             the heads use BatchNorm (converted too for ``'syncbn'``).
         head_channels: width of the DeepLabV3 head (ASPP branches and the 3×3 conv); 256 is the paper's,
             a compact backbone on the CPU can use fewer (the ASPP dominates its compute).
+        atrous_rates: the ASPP's three rates; None = the paper's (12, 24, 36) at OS 8, (6, 12, 18) at OS 16,
+            sized for 480-px crops (60 × 60 maps): small inputs want rates in the same proportion to their map.
         **backbone_overrides: :func:`splitattn.create_model` arguments (e.g. ``base_planes``).
     """
     if kind not in SEGMENTERS:
@@ -145,6 +147,8 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
         raise ValueError(f"unknown norm {norm!r}: use 'bn', 'syncbn' or 'frozenbn'")
     if head_channels < 1:
         raise ValueError(f"head_channels must be >= 1, got {head_channels}")
+    if atrous_rates is not None and (len(atrous_rates) != 3 or min(atrous_rates) < 1):
+        raise ValueError(f"atrous_rates must be three rates >= 1, got {atrous_rates}")
     body = create_model(backbone, pretrained=pretrained_backbone, features_only=True, out_indices=(1, 2, 3, 4),
                         output_stride=output_stride, progress=progress,
                         norm_layer="frozenbn" if norm == "frozenbn" else "bn", **backbone_overrides)
@@ -152,7 +156,7 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
     # DeepLabV3+'s decoder reads the stride-4 map: C2 with the standard stem, C3 with a stride-2 stem
     low = max((i for i in (0, 1) if stages[i]["reduction"] <= 4), default=0) if kind == "deeplabv3plus" else None
     c4, c5 = stages[2]["num_chs"], stages[3]["num_chs"]
-    rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
+    rates = tuple(atrous_rates or ((12, 24, 36) if output_stride == 8 else (6, 12, 18)))
     if kind == "deeplabv3":
         head = DeepLabV3Head(c5, num_classes, rates, head_channels)
     elif kind == "deeplabv3plus":

@@ -74,6 +74,10 @@ class SegmentTrainer(IterationTrainer):
                   {"params": heads, "lr_mult": cfg.optim.head_lr_mult, "weight_decay": wd}]
         return train_set, model, groups
 
+    def wrap_model(self, model):
+        # one graph: training crops have a fixed size; evaluation and checkpoints use the plain module
+        return torch.compile(model) if self.cfg.engine.compile else model
+
     def collate(self, batch):
         images, labels = zip(*batch)
         return torch.stack(images), torch.stack(labels)
