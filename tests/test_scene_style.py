@@ -11,8 +11,15 @@ import torch
 
 from splitattn.config import ConfigError, load_config
 from splitattn.data import scenes
+from splitattn.data.fashion_mnist import load_fashion_mnist
 from splitattn.data.loaders import build_data
-from splitattn.data.scene_style import SceneStyle, hsv_to_rgb, render_scene_style, sample_scene_style
+from splitattn.data.scene_style import (
+    SceneStyle,
+    draw_occluders,
+    hsv_to_rgb,
+    render_scene_style,
+    sample_scene_style,
+)
 from splitattn.data.train_transforms import random_zoom
 from tests.test_data import _require_fashion_mnist
 
@@ -41,8 +48,6 @@ def test_hsv_to_rgb_equals_colorsys():
 def test_rendering_equals_the_scene_generator_for_the_same_draw():
     """Background gradient, noise, tint and alpha blend as scenes.render_scene computes them (one object
     covering the whole canvas, so its 28 px patch needs no resize)."""
-    from splitattn.data.fashion_mnist import load_fashion_mnist
-
     _require_fashion_mnist()
     garment = load_fashion_mnist(None, "test")[0][3].numpy().astype(np.float32)
     rng = np.random.default_rng(7)
@@ -83,10 +88,37 @@ def test_random_zoom_geometry():
     assert torch.allclose(moved[0, 0, :, 4:], square[0, 0, :, :12], atol=1e-6)
 
 
-@pytest.mark.parametrize("zoom", [None, "[0.6,1.5]"])
-def test_scene_style_pretraining_data(zoom):
+def test_occluders_follow_the_generator_placement_rule():
+    """Other garments around each one: at most `count`, behind or in front, and the garment keeps at least
+    30 % of its mask visible (the scene generator's rule); no occluders = the plain rendering."""
     _require_fashion_mnist()
-    extra = [f"data.zoom={zoom}"] if zoom else []
+    gray = load_fashion_mnist(None, "test")[0][:96, None].float() / 255
+    pool = load_fashion_mnist(None, "train")[0][:500, None]
+    behind, front = draw_occluders(gray, pool, 3, torch.Generator().manual_seed(3))
+    assert behind[0].shape == front[0].shape == (96, 3, 28, 28) and behind[1].shape == (96, 3, 3)
+    present = ((behind[0] > 0) | (front[0] > 0)).flatten(2).any(-1)
+    assert not (behind[0].flatten(2).any(-1) & front[0].flatten(2).any(-1)).any()  # one place per layer
+    assert set(present.sum(1).tolist()) == {0, 1, 2, 3}
+    mask = gray[:, 0] * 255 > scenes.MASK_THRESHOLD
+    covered = (front[0] * 255 > scenes.MASK_THRESHOLD).any(1)
+    kept = (mask & ~covered).sum((1, 2)).float() / mask.sum((1, 2))
+    assert kept.min() >= 0.3 and kept.min() < 0.8  # the rule holds, and some garments are really covered
+    unruled = draw_occluders(gray, pool, 3, torch.Generator().manual_seed(3), min_visible=0.0)[1][0]
+    assert ((mask & ~(unruled * 255 > scenes.MASK_THRESHOLD).any(1)).sum((1, 2)) < 0.3 * mask.sum((1, 2))).any()
+    style = sample_scene_style(96, 28, 28, torch.Generator().manual_seed(4))
+    no_others = draw_occluders(gray, pool, 0, torch.Generator().manual_seed(3))
+    assert torch.equal(render_scene_style(gray, style, *no_others), render_scene_style(gray, style))
+    assert not torch.equal(render_scene_style(gray, style, behind, front), render_scene_style(gray, style))
+    # a process's share of a global batch: the rows one process would draw
+    half = draw_occluders(gray[1::2], pool, 3, torch.Generator().manual_seed(3), positions=torch.arange(1, 96, 2),
+                          draws=96)
+    for ours, full in zip(half, (behind, front)):
+        assert torch.equal(ours[0], full[0][1::2]) and torch.equal(ours[1], full[1][1::2])
+
+
+@pytest.mark.parametrize("extra", [[], ["data.zoom=[0.6,1.5]"], ["data.occluders=3"]])
+def test_scene_style_pretraining_data(extra):
+    _require_fashion_mnist()
     cfg = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64", *extra])
     data = build_data(cfg, per_process_batch=64)
     assert data.in_chans == 3 and len(data.mean) == 3
@@ -103,8 +135,13 @@ def test_scene_style_pretraining_data(zoom):
     assert torch.equal(torch.stack([ranks[i % 2][i // 2] for i in range(64)]), images)
     val = next(data.val.batches())[0]
     assert val.shape[1] == 3 and torch.equal(val, next(build_data(cfg, 64).val.batches())[0])
+    if "data.occluders=3" in extra:  # the other garments reach the batches: same draw otherwise, other pixels
+        plain = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64"])
+        assert not torch.equal(images, next(build_data(plain, per_process_batch=64).train.batches(0))[0])
 
 
 def test_scene_style_needs_fashion_mnist():
     with pytest.raises(ConfigError, match="fashion_mnist"):
         load_config(None, ["data.root=/tmp", "data.style=scenes"])
+    with pytest.raises(ConfigError, match="occluders needs data.style=scenes"):
+        load_config(None, ["data.dataset=fashion_mnist", "data.occluders=2"])

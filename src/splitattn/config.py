@@ -52,6 +52,7 @@ class DataConfig:
     # gradient, RGB; data/scene_style.py): the pretraining for the scenes transfer benchmarks
     style: Literal["plain", "scenes"] = "plain"
     zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])  # fashion_mnist: random resize range; [1, 1] off
+    occluders: int = 0  # style=scenes: up to this many other garments around each one (a scene crop's view)
     train_subset: int | None = None  # use a class-balanced subset of this many training images
     val_subset: int | None = None
     workers: int = 4
@@ -210,6 +211,8 @@ def _check(cfg: TrainConfig) -> None:
         (d.style == "plain" or d.dataset == "fashion_mnist", "data.style=scenes applies to fashion_mnist only"),
         (len(d.zoom) == 2 and 0 < d.zoom[0] <= d.zoom[1], "data.zoom must be [lo, hi] with 0 < lo <= hi"),
         (list(d.zoom) == [1.0, 1.0] or d.dataset == "fashion_mnist", "data.zoom applies to fashion_mnist only"),
+        (0 <= d.occluders <= 8, "data.occluders must be 0..8"),
+        (d.occluders == 0 or d.style == "scenes", "data.occluders needs data.style=scenes"),
         (e.checkpoint_every_steps >= 0 and e.eval_every_epochs >= 1, "engine.eval_every_epochs must be >= 1"),
         (e.max_steps is None or e.max_steps > 0, "engine.max_steps must be positive"),
     ]

@@ -21,7 +21,7 @@ from ..seeding import generator
 from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from .fashion_mnist import load_fashion_mnist
 from .folder import DatasetError, ImageFolderDataset, collate_skipping
-from .scene_style import render_scene_style, sample_scene_style
+from .scene_style import draw_occluders, render_scene_style, sample_scene_style
 from .train_transforms import (
     imagenet_train_transform,
     pad_crop_flip,
@@ -60,13 +60,16 @@ class TensorTrainBatches:
 
     ``zoom`` (lo, hi): after the crop and flip, each image is resized by a factor drawn from [lo, hi]
     about a random centre (:func:`random_zoom`; (1, 1) = off). ``scene_style``: grayscale images are
-    then rendered in the scenes' look (tinted on a colour gradient, RGB), a fresh draw per image and step.
+    then rendered in the scenes' look (tinted on a colour gradient, RGB), a fresh draw per image and step;
+    with ``occluders`` > 0, up to that many other training garments are drawn around each one, behind or in
+    front of it, as a crop of a scene at one garment shows them (:func:`draw_occluders`).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int, world: int,
                  seed: int, pad: int, mean: tuple[float, ...], std: tuple[float, ...], scene_style: bool = False,
-                 zoom: tuple[float, float] = (1.0, 1.0)):
+                 zoom: tuple[float, float] = (1.0, 1.0), occluders: int = 0):
         self.images, self.labels, self.scene_style, self.zoom = images, labels, scene_style, tuple(zoom)
+        self.occluders = occluders
         self.batch, self.rank, self.world, self.seed, self.pad = batch, rank, world, seed, pad
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
@@ -98,7 +101,11 @@ class TensorTrainBatches:
                 x = random_zoom(x, scale, shift)
             if self.scene_style:
                 style = sample_scene_style(size, *x.shape[-2:], generator=gen)
-                x = render_scene_style(x, {key: value[positions] for key, value in style.items()})
+                behind = front = None
+                if self.occluders:
+                    behind, front = draw_occluders(x, self.images, self.occluders, gen, positions=positions,
+                                                   draws=size)
+                x = render_scene_style(x, {key: value[positions] for key, value in style.items()}, behind, front)
             yield (x - self.mean) / self.std, self.labels[index], 0
 
 
@@ -184,7 +191,7 @@ def _fashion_mnist(cfg: TrainConfig, batch: int, rank: int, world: int) -> DataB
         mean, std, in_chans = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),), 1
     return DataBundle(
         train=TensorTrainBatches(train_x, train_y, batch, rank, world, cfg.engine.seed, d.pad_crop, mean, std,
-                                 scene_style, tuple(d.zoom)),
+                                 scene_style, tuple(d.zoom), d.occluders),
         val=TensorEvalBatches(val_x, val_y, max(batch, 256), rank, world, mean, std),
         classes=list(FASHION_MNIST_CLASSES), in_chans=in_chans, mean=mean, std=std, image_size=train_x.shape[-1])
 

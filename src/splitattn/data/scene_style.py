@@ -5,8 +5,8 @@ in ``render_scene``), batched in torch.
 Why: the scenes are the detection / segmentation transfer benchmarks, and the paper's protocol
 pretrains the backbone on the classification images of the *same* look (ImageNet photos → COCO /
 ADE20K photos). A classifier trained on plain white-on-black Fashion-MNIST recognises tinted scene
-garments at chance (10 % of 600 validation-scene crops, 64 % even after subtracting the background), so
-its features barely transfer. Trained on this rendering of the *training* images, it sees the scenes'
+garments at chance (11 % of the 1,229 validation-scene garments, ``benchmarks/segmentation_scenes_analysis.py``),
+so its features barely transfer. Trained on this rendering of the *training* images, it sees the scenes'
 appearance without ever seeing a scene (the validation scenes hold only test-split garments).
 
 Parameters follow the scene generator exactly: gradient end colours ``base ~ U(25, 140)`` and
@@ -22,8 +22,12 @@ import math
 import torch
 
 from .scenes import MASK_THRESHOLD
+from .train_transforms import random_zoom
 
-__all__ = ["SceneStyle", "hsv_to_rgb", "render_scene_style", "sample_scene_style"]
+__all__ = ["SceneStyle", "draw_occluders", "hsv_to_rgb", "render_scene_style", "sample_scene_style", "sample_tints"]
+
+
+Layers = tuple[torch.Tensor, torch.Tensor]  # extra garments: gray (N, K, H, W), tints (N, K, 3)
 
 
 class SceneStyle(dict):
@@ -50,13 +54,24 @@ def sample_scene_style(count: int, height: int, width: int, generator: torch.Gen
     base = uniform(25, 140, count, 3)
     other = (base + uniform(-45, 45, count, 3)).clamp(0, 255)
     angle = uniform(0, 2 * math.pi, count)
-    hsv = torch.stack([uniform(0, 1, count), uniform(0.45, 1, count), uniform(0.75, 1, count)], -1)
+    tint = sample_tints(count, generator)
     noise = 4.0 * torch.randn((count, 3, height, width), generator=generator)
-    return SceneStyle(base=base, other=other, angle=angle, tint=hsv_to_rgb(hsv) * 255, noise=noise)
+    return SceneStyle(base=base, other=other, angle=angle, tint=tint, noise=noise)
 
 
-def render_scene_style(gray: torch.Tensor, style: SceneStyle) -> torch.Tensor:
-    """Float (N, 3, H, W) in [0, 1] from grayscale (N, 1, H, W) in [0, 1] and a :func:`sample_scene_style` draw."""
+def sample_tints(count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(count, 3) garment colours in 0..255: HSV(U(0, 1), U(0.45, 1), U(0.75, 1)) as the generator's ``_tint``."""
+    hsv = [lo + (1 - lo) * torch.rand(count, generator=generator) for lo in (0.0, 0.45, 0.75)]
+    return hsv_to_rgb(torch.stack(hsv, -1)) * 255
+
+
+def render_scene_style(gray: torch.Tensor, style: SceneStyle, behind: Layers | None = None,
+                       front: Layers | None = None) -> torch.Tensor:
+    """Float (N, 3, H, W) in [0, 1] from grayscale (N, 1, H, W) in [0, 1] and a :func:`sample_scene_style` draw.
+
+    ``behind`` / ``front``: optional other garments ``(gray (N, K, H, W), tints (N, K, 3))`` blended before /
+    after ``gray`` in order (later ones cover earlier ones, as the generator pastes); a blank layer is a no-op.
+    """
     n, _, height, width = gray.shape
     yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32) / max(height - 1, 1),
                             torch.arange(width, dtype=torch.float32) / max(width - 1, 1), indexing="ij")
@@ -64,7 +79,61 @@ def render_scene_style(gray: torch.Tensor, style: SceneStyle) -> torch.Tensor:
     low, high = t.amin((1, 2), keepdim=True), t.amax((1, 2), keepdim=True)
     t = ((t - low) / (high - low).clamp_min(1e-6)).unsqueeze(1)
     canvas = style["base"].view(n, 3, 1, 1) * (1 - t) + style["other"].view(n, 3, 1, 1) * t + style["noise"]
-    pixels = gray * 255
-    alpha = torch.where(pixels > MASK_THRESHOLD, gray, torch.zeros_like(gray))
-    canvas = canvas * (1 - alpha) + style["tint"].view(n, 3, 1, 1) * alpha
+    layers = [] if behind is None else list(zip(behind[0].unbind(1), behind[1].unbind(1)))
+    layers.append((gray[:, 0], style["tint"]))
+    layers += [] if front is None else list(zip(front[0].unbind(1), front[1].unbind(1)))
+    for layer, tint in layers:
+        alpha = torch.where(layer * 255 > MASK_THRESHOLD, layer, torch.zeros_like(layer)).unsqueeze(1)
+        canvas = canvas * (1 - alpha) + tint.view(n, 3, 1, 1) * alpha
     return canvas.round().clamp(0, 255) / 255
+
+
+def draw_occluders(gray: torch.Tensor, pool: torch.Tensor, count: int, generator: torch.Generator | None = None,
+                   min_visible: float = 0.3, size_ratio: tuple[float, float] = (24 / 56, 56 / 24),
+                   positions: torch.Tensor | None = None,
+                   draws: int | None = None) -> tuple[Layers, Layers]:
+    """Other garments around each of ``gray`` (N, 1, H, W), as a scene crop at a garment's square shows them.
+
+    Each image gets 0..``count`` garments from ``pool`` (uint8 (M, 1, H, W), e.g. the training images), each
+    flipped at random, resized by a log-uniform factor in ``size_ratio`` of the canvas (about the range of the
+    generator's 24-56 px objects relative to each other) about a random centre on it, and put behind or in
+    front of the image's garment with equal odds. A front garment is dropped if the image's garment would keep
+    less than ``min_visible`` of its mask (the generator's placement rule, applied to that garment only).
+    Returns ``(behind, front)`` for :func:`render_scene_style`, each ``(gray (N, count, H, W), tints
+    (N, count, 3))`` with blank layers where no garment is.
+
+    ``draws`` / ``positions``: draw for a batch of ``draws`` images and keep those at ``positions`` (a process's
+    share of a global batch, so that N processes see what one would).
+    """
+    n, _, height, width = gray.shape
+    positions = torch.arange(n) if positions is None else positions
+    draws = n if draws is None else draws
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand((draws, *shape), generator=generator)[positions]
+
+    mask = gray[:, 0] * 255 > MASK_THRESHOLD
+    own = mask.sum((1, 2)).float()
+    visible = mask.clone()
+    wanted = (rand() * (count + 1)).long().clamp_max(count)
+    layers = torch.zeros(n, count, height, width)
+    is_front = torch.zeros(n, count, dtype=torch.bool)
+    lo, hi = math.log(size_ratio[0]), math.log(size_ratio[1])
+    for k in range(count):
+        index = (rand() * len(pool)).long().clamp_max(len(pool) - 1)
+        flip = rand() < 0.5
+        scale = (lo + (hi - lo) * rand()).exp()
+        centre = rand(2) * 2 - 1
+        front = rand() < 0.5
+        other = pool[index].float().div(255)
+        other = torch.where(flip.view(n, 1, 1, 1), other.flip(-1), other)
+        other = random_zoom(other, scale, centre)[:, 0]
+        covered = visible & (other * 255 > MASK_THRESHOLD)
+        keeps = (visible & ~covered).sum((1, 2)).float() >= min_visible * own
+        use = (k < wanted) & (~front | keeps)
+        visible = torch.where((use & front).view(n, 1, 1), visible & ~covered, visible)
+        layers[:, k] = other * use.view(n, 1, 1)
+        is_front[:, k] = front & use
+    tints = sample_tints(draws * count, generator).view(draws, count, 3)[positions]
+    behind = (layers * (~is_front).view(n, count, 1, 1), tints)
+    return behind, (layers * is_front.view(n, count, 1, 1), tints)
