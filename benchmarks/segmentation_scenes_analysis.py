@@ -42,6 +42,7 @@ from splitattn.engine.evaluate import autocast
 from splitattn.inference import load_predictor
 from splitattn.segmentation.metrics import ConfusionMatrix
 from splitattn.segmentation.train import load_segmenter_checkpoint
+from splitattn.segmentation.visualize import predict_labels
 
 NUM_CLASSES = 11  # background + the 10 Fashion-MNIST classes
 
@@ -103,13 +104,12 @@ def oracle_miou(matrix: torch.Tensor, merge) -> float:
 
 def segmenter_errors(checkpoint: str, files: dict[int, Path], objects: dict[int, list[dict]]) -> dict:
     model, _ = load_segmenter_checkpoint(checkpoint)
-    model.eval()
     matrix = ConfusionMatrix(NUM_CLASSES)
     majority, pixel_share = [], []
     for image_id, image_file in files.items():
         image = torch.from_numpy(np.array(Image.open(image_file).convert("RGB"))).permute(2, 0, 1).float() / 255
-        with torch.no_grad(), autocast(torch.device("cpu"), "bf16"):
-            predicted = model(image[None])["out"][0].float().argmax(0)
+        with autocast(torch.device("cpu"), "bf16"):  # as the training run evaluated it
+            predicted = predict_labels(model, image)
         matrix.update(predicted, semantic_map(image_file))
         predicted = predicted.numpy()
         for annotation in objects.get(image_id, []):
