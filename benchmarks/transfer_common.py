@@ -1,8 +1,10 @@
 """What the two scenes transfer benchmarks (detection_scenes.py, segmentation_scenes.py) share: the
-classification pretraining of a backbone (reused when its checkpoint exists) and the machine record."""
+classification pretraining of a backbone (reused when the same command and config file made its checkpoint) and
+the machine record."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -19,18 +21,31 @@ BACKBONES = {
 
 def pretrain(name: str, model: str, overrides: list[str], out_root: Path, config: str) -> tuple[Path, dict]:
     """Train ``model`` as a classifier with ``config`` under ``out_root/pretrain_<name>`` (or reuse that run):
-    (best checkpoint, {"test_top1", "epochs", "wall_s", "command"})."""
+    (best checkpoint, {"test_top1", "epochs", "wall_s", "command", "config_sha256"}).
+
+    A run is reused only when its record holds the same command and the same config file's bytes (sha256): an
+    edited recipe (say, more epochs) trains again instead of silently reusing the old checkpoint. Code defaults
+    are not hashed, and records from before the hash (no ``config_sha256``) train again. A stopped run (SIGINT /
+    SIGTERM) leaves no record."""
     from splitattn.config import load_config
     from splitattn.engine.trainer import train
 
     out_dir = out_root / f"pretrain_{name}"
     args = [f"model.name={model}", *overrides, f"engine.out_dir={out_dir}"]
+    command = " ".join(["splitattn", "train", "--config", config, *args])
+    config_sha256 = hashlib.sha256(Path(config).read_bytes()).hexdigest()
     summary_path = out_dir / "pretrain_summary.json"
     if summary_path.is_file() and (out_dir / "checkpoints" / "best.pth").is_file():
-        return out_dir / "checkpoints" / "best.pth", json.loads(summary_path.read_text())
+        record = json.loads(summary_path.read_text())
+        if record.get("command") == command and record.get("config_sha256") == config_sha256:
+            return out_dir / "checkpoints" / "best.pth", record
+        print(f"{out_dir}: made by another command or config version, training again")
     summary = train(load_config(config, args))
+    if summary.stopped:  # a record would make the next run reuse a half-trained checkpoint
+        raise SystemExit(f"pretraining of {name} stopped ({summary.stopped}): run the benchmark again "
+                         "(it trains this backbone from the start)")
     record = {"test_top1": summary.val_top1, "epochs": summary.epochs, "wall_s": round(summary.wall_s, 1),
-              "command": " ".join(["splitattn", "train", "--config", config, *args])}
+              "command": command, "config_sha256": config_sha256}
     summary_path.write_text(json.dumps(record, indent=2) + "\n")
     return out_dir / "checkpoints" / "best.pth", record
 
