@@ -6,8 +6,8 @@ trained as a classifier on the Fashion-MNIST *training* images drawn in the scen
 (configs/fashion_mnist/resnest_cpu_scenes_style.yaml; the validation scenes hold only test images, so
 nothing leaks), then fine-tuned as DeepLabV3 with the CPU preset (configs/segmentation/scenes_deeplabv3_cpu.yaml).
 
-    .venv/bin/python benchmarks/segmentation_scenes.py   # ~65 min on 2 cores: pretraining 18 + 11 min,
-                                                         # segmentation 2 × 12 min, MS + flip 2 × 4 min
+    .venv/bin/python benchmarks/segmentation_scenes.py   # ~95 min on 2 cores: pretraining 38 + 23 min,
+                                                         # segmentation 2 × 12 min, MS + flip 2 × 5 min
 
 Writes benchmarks/results/segmentation_scenes.json (pixAcc and mIoU single-scale and multi-scale + flip,
 per-class IoU, wall times of both stages, parameter counts, the commands) and copies each run's overlays

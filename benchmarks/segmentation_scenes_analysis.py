@@ -14,14 +14,18 @@ limits it"), measured on the validation scenes.
     .venv/bin/python benchmarks/segmentation_scenes_analysis.py \
         --classifier plain=runs/fashion_mnist_cpu/checkpoints/best.pth \
         --classifier scene_style=runs/benchmark_segmentation/pretrain_resnest/checkpoints/best.pth \
+        --classifier scene_style_32_epochs=runs/fm_style_32ep/checkpoints/best.pth \
         --classifier scene_style_16_epochs=runs/fm_style_16ep/checkpoints/best.pth \
         --classifier scene_style_16_epochs_occluders=runs/fm_occ3/checkpoints/best.pth \
         --segmenter runs/benchmark_segmentation/resnest/checkpoints/last.pth
 
-The checkpoints come from `make demo` (plain), benchmarks/segmentation_scenes.py (scene_style, 32 epochs, and
-the segmenter), the same benchmark's `pretrain_resnest` when its recipe had 16 epochs (scene_style_16_epochs; the
-runs are deterministic: `splitattn train --config configs/fashion_mnist/resnest_cpu_scenes_style.yaml
-optim.epochs=16 engine.out_dir=runs/fm_style_16ep` makes it again) and that command with `data.occluders=3
+The checkpoints come from `make demo` (plain) and benchmarks/segmentation_scenes.py (scene_style, 64 epochs, and
+the segmenter). The others are the same pretraining with fewer epochs, one with occluders (the runs are
+deterministic; the 16- and 32-epoch ones are bit for bit the benchmark's `pretrain_resnest` when its recipe had 16
+and 32 epochs):
+`splitattn train --config configs/fashion_mnist/resnest_cpu_scenes_style.yaml optim.epochs=32
+engine.out_dir=runs/fm_style_32ep` (scene_style_32_epochs), the same with `optim.epochs=16
+engine.out_dir=runs/fm_style_16ep` (scene_style_16_epochs), and that one with `data.occluders=3
 engine.out_dir=runs/fm_occ3` (scene_style_16_epochs_occluders).
 
 Writes benchmarks/results/segmentation_scenes_analysis.json.
