@@ -8,6 +8,7 @@ import colorsys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from splitattn.config import ConfigError, load_config
 from splitattn.data import scenes
@@ -20,7 +21,7 @@ from splitattn.data.scene_style import (
     render_scene_style,
     sample_scene_style,
 )
-from splitattn.data.train_transforms import random_zoom
+from splitattn.data.train_transforms import random_erasing_boxes, random_zoom, resize_uint8
 from tests.test_data import _require_fashion_mnist
 
 CONFIG = "configs/fashion_mnist/resnest_cpu_scenes_style.yaml"
@@ -88,6 +89,21 @@ def test_random_zoom_geometry():
     assert torch.allclose(moved[0, 0, :, 4:], square[0, 0, :, :12], atol=1e-6)
 
 
+def test_random_erasing_boxes():
+    """One axis-aligned box per erased image, of 2-40 % of the canvas (before clipping) and aspect 0.3-3.3,
+    on about `probability` of the images; none at probability 0."""
+    boxes = random_erasing_boxes(4000, 28, 28, 0.5, torch.Generator().manual_seed(0))
+    erased = boxes.flatten(1).any(1)
+    assert 0.45 < erased.float().mean().item() < 0.55
+    rows, cols = boxes.any(2), boxes.any(1)
+    assert torch.equal(rows[:, :, None] & cols[:, None, :], boxes)  # a rectangle, or nothing
+    area = boxes[erased].float().mean((1, 2))
+    assert area.min().item() >= 0.02 * 0.6 and area.max().item() <= 0.4 * 1.1 and area.mean().item() > 0.15
+    aspect = rows[erased].sum(1).float() / cols[erased].sum(1)
+    assert aspect.min().item() > 0.2 and aspect.max().item() < 5 and (aspect > 1.5).any() and (aspect < 0.67).any()
+    assert not random_erasing_boxes(100, 28, 28, 0.0, torch.Generator().manual_seed(0)).any()
+
+
 def test_occluders_follow_the_generator_placement_rule():
     """Other garments around each one: at most `count`, behind or in front, and the garment keeps at least
     30 % of its mask visible (the scene generator's rule); no occluders = the plain rendering."""
@@ -116,7 +132,7 @@ def test_occluders_follow_the_generator_placement_rule():
         assert torch.equal(ours[0], full[0][1::2]) and torch.equal(ours[1], full[1][1::2])
 
 
-@pytest.mark.parametrize("extra", [[], ["data.zoom=[0.6,1.5]"], ["data.occluders=3"]])
+@pytest.mark.parametrize("extra", [[], ["data.zoom=[0.6,1.5]"], ["data.occluders=3"], ["data.random_erasing=0.5"]])
 def test_scene_style_pretraining_data(extra):
     _require_fashion_mnist()
     cfg = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64", *extra])
@@ -135,9 +151,33 @@ def test_scene_style_pretraining_data(extra):
     assert torch.equal(torch.stack([ranks[i % 2][i // 2] for i in range(64)]), images)
     val = next(data.val.batches())[0]
     assert val.shape[1] == 3 and torch.equal(val, next(build_data(cfg, 64).val.batches())[0])
+    plain = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64"])
+    plain_images = next(build_data(plain, per_process_batch=64).train.batches(0))[0]
     if "data.occluders=3" in extra:  # the other garments reach the batches: same draw otherwise, other pixels
-        plain = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64"])
-        assert not torch.equal(images, next(build_data(plain, per_process_batch=64).train.batches(0))[0])
+        assert not torch.equal(images, plain_images)
+    if "data.random_erasing=0.5" in extra:  # the same images, with a box of noise on about half of them
+        changed = (images != plain_images).any(1)
+        assert torch.equal(changed.any(2)[:, :, None] & changed.any(1)[:, None, :], changed)
+        assert 16 <= changed.flatten(1).any(1).sum().item() <= 48
+
+
+def test_resized_pretraining_data():
+    """data.resize: every image, training and test, at that size, bilinear from the 28-px originals as the
+    scene generator resizes its garments (the same mask threshold then picks the same garment shape)."""
+    _require_fashion_mnist()
+    cfg = load_config(CONFIG, ["data.train_subset=512", "data.val_subset=300", "optim.batch_size=64",
+                               "data.resize=40", "data.pad_crop=0"])
+    data = build_data(cfg, per_process_batch=64)
+    assert data.image_size == 40 and next(data.train.batches(0))[0].shape == (64, 3, 40, 40)
+    assert next(data.val.batches())[0].shape[-2:] == (40, 40)
+    gray = load_fashion_mnist(None, "test")[0][:8]
+    pil = torch.stack([torch.from_numpy(np.array(Image.fromarray(g.numpy()).resize((40, 40), Image.BILINEAR)))
+                       for g in gray]).float()
+    ours = resize_uint8(gray[:, None], 40)[:, 0].float()
+    assert ours.shape == (8, 40, 40) and (pil - ours).abs().max().item() <= 2  # the same resampling up to rounding
+    assert ((pil > scenes.MASK_THRESHOLD) != (ours > scenes.MASK_THRESHOLD)).float().mean().item() < 0.005
+    with pytest.raises(ConfigError, match="data.resize"):
+        load_config(None, ["data.root=/tmp", "data.resize=40"])
 
 
 def test_scene_style_needs_fashion_mnist():
@@ -145,3 +185,5 @@ def test_scene_style_needs_fashion_mnist():
         load_config(None, ["data.root=/tmp", "data.style=scenes"])
     with pytest.raises(ConfigError, match="occluders needs data.style=scenes"):
         load_config(None, ["data.dataset=fashion_mnist", "data.occluders=2"])
+    with pytest.raises(ConfigError, match="random_erasing applies to fashion_mnist"):
+        load_config(None, ["data.root=/tmp", "data.random_erasing=0.5"])

@@ -53,6 +53,8 @@ class DataConfig:
     style: Literal["plain", "scenes"] = "plain"
     zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])  # fashion_mnist: random resize range; [1, 1] off
     occluders: int = 0  # style=scenes: up to this many other garments around each one (a scene crop's view)
+    random_erasing: float = 0.0  # fashion_mnist: Random Erasing probability (Zhong et al.); 0 off
+    resize: int = 0  # fashion_mnist: train and test at this square size (bilinear from 28 px); 0 keeps 28
     train_subset: int | None = None  # use a class-balanced subset of this many training images
     val_subset: int | None = None
     workers: int = 4
@@ -212,6 +214,9 @@ def _check(cfg: TrainConfig) -> None:
         (len(d.zoom) == 2 and 0 < d.zoom[0] <= d.zoom[1], "data.zoom must be [lo, hi] with 0 < lo <= hi"),
         (list(d.zoom) == [1.0, 1.0] or d.dataset == "fashion_mnist", "data.zoom applies to fashion_mnist only"),
         (0 <= d.occluders <= 8, "data.occluders must be 0..8"),
+        (0 <= d.random_erasing <= 1, "data.random_erasing must be a probability in [0, 1]"),
+        (d.random_erasing == 0 or d.dataset == "fashion_mnist", "data.random_erasing applies to fashion_mnist only"),
+        (d.resize == 0 or (d.dataset == "fashion_mnist" and d.resize >= 8), "data.resize: fashion_mnist only, >= 8"),
         (d.occluders == 0 or d.style == "scenes", "data.occluders needs data.style=scenes"),
         (e.checkpoint_every_steps >= 0 and e.eval_every_epochs >= 1, "engine.eval_every_epochs must be >= 1"),
         (e.max_steps is None or e.max_steps > 0, "engine.max_steps must be positive"),

@@ -25,7 +25,9 @@ from .scene_style import draw_occluders, render_scene_style, sample_scene_style
 from .train_transforms import (
     imagenet_train_transform,
     pad_crop_flip,
+    random_erasing_boxes,
     random_zoom,
+    resize_uint8,
     small_image_eval_transform,
     small_image_train_transform,
 )
@@ -62,14 +64,15 @@ class TensorTrainBatches:
     about a random centre (:func:`random_zoom`; (1, 1) = off). ``scene_style``: grayscale images are
     then rendered in the scenes' look (tinted on a colour gradient, RGB), a fresh draw per image and step;
     with ``occluders`` > 0, up to that many other training garments are drawn around each one, behind or in
-    front of it, as a crop of a scene at one garment shows them (:func:`draw_occluders`).
+    front of it, as a crop of a scene at one garment shows them (:func:`draw_occluders`). ``erasing``: the
+    probability of Random Erasing, applied last (:func:`random_erasing_boxes`; 0 = off).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int, world: int,
                  seed: int, pad: int, mean: tuple[float, ...], std: tuple[float, ...], scene_style: bool = False,
-                 zoom: tuple[float, float] = (1.0, 1.0), occluders: int = 0):
+                 zoom: tuple[float, float] = (1.0, 1.0), occluders: int = 0, erasing: float = 0.0):
         self.images, self.labels, self.scene_style, self.zoom = images, labels, scene_style, tuple(zoom)
-        self.occluders = occluders
+        self.occluders, self.erasing = occluders, erasing
         self.batch, self.rank, self.world, self.seed, self.pad = batch, rank, world, seed, pad
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
@@ -106,7 +109,12 @@ class TensorTrainBatches:
                     behind, front = draw_occluders(x, self.images, self.occluders, gen, positions=positions,
                                                    draws=size)
                 x = render_scene_style(x, {key: value[positions] for key, value in style.items()}, behind, front)
-            yield (x - self.mean) / self.std, self.labels[index], 0
+            x = (x - self.mean) / self.std
+            if self.erasing:
+                boxes = random_erasing_boxes(size, *x.shape[-2:], self.erasing, generator=gen)[positions]
+                noise = torch.randn((size, *x.shape[1:]), generator=gen)[positions]
+                x = torch.where(boxes[:, None], noise, x)
+            yield x, self.labels[index], 0
 
 
 class TensorEvalBatches:
@@ -181,6 +189,8 @@ def _fashion_mnist(cfg: TrainConfig, batch: int, rank: int, world: int) -> DataB
         keep = balanced_subset(val_y, d.val_subset, cfg.engine.seed + 1)
         val_x, val_y = val_x[keep], val_y[keep]
     train_x, val_x = train_x.unsqueeze(1), val_x.unsqueeze(1)
+    if d.resize and d.resize != train_x.shape[-1]:
+        train_x, val_x = resize_uint8(train_x, d.resize), resize_uint8(val_x, d.resize)
     scene_style = d.style == "scenes"
     if scene_style:  # RGB in the scenes' look; the test images get one fixed draw
         mean, std, in_chans = IMAGENET_MEAN, IMAGENET_STD, 3
@@ -191,7 +201,7 @@ def _fashion_mnist(cfg: TrainConfig, batch: int, rank: int, world: int) -> DataB
         mean, std, in_chans = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),), 1
     return DataBundle(
         train=TensorTrainBatches(train_x, train_y, batch, rank, world, cfg.engine.seed, d.pad_crop, mean, std,
-                                 scene_style, tuple(d.zoom), d.occluders),
+                                 scene_style, tuple(d.zoom), d.occluders, d.random_erasing),
         val=TensorEvalBatches(val_x, val_y, max(batch, 256), rank, world, mean, std),
         classes=list(FASHION_MNIST_CLASSES), in_chans=in_chans, mean=mean, std=std, image_size=train_x.shape[-1])
 

@@ -145,3 +145,30 @@ def random_zoom(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) 
     theta[:, :, 2] = -shift / scale[:, None]
     grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
     return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) → (N, C, size, size), bilinear: PIL's ``BILINEAR`` up to rounding when enlarging, the
+    resampling the scene generator draws its garments with (so its mask threshold finds the same shapes)."""
+    resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def random_erasing_boxes(count: int, height: int, width: int, probability: float,
+                         generator: torch.Generator | None = None, area: tuple[float, float] = (0.02, 0.4),
+                         min_aspect: float = 0.3) -> torch.Tensor:
+    """Random Erasing's boxes (Zhong et al. 2020) as a bool mask (count, height, width): with ``probability``,
+    one box per image of ``area`` × the canvas and aspect ratio in [``min_aspect``, 1 / ``min_aspect``]
+    (log-uniform), clipped to the canvas (the paper redraws boxes that do not fit). The images' pixels in
+    the box are replaced by N(0, 1) noise after normalisation (timm's per-pixel mode): a stand-in for
+    occlusion that cuts into the object."""
+    erase = torch.rand(count, generator=generator) < probability
+    box_area = (area[0] + (area[1] - area[0]) * torch.rand(count, generator=generator)) * height * width
+    aspect = (math.log(min_aspect) * (1 - 2 * torch.rand(count, generator=generator))).exp()
+    box_h = (box_area * aspect).sqrt().round().clamp(1, height)
+    box_w = (box_area / aspect).sqrt().round().clamp(1, width)
+    top = (torch.rand(count, generator=generator) * (height - box_h + 1)).floor()
+    left = (torch.rand(count, generator=generator) * (width - box_w + 1)).floor()
+    rows, cols = torch.arange(height).view(1, -1, 1), torch.arange(width).view(1, 1, -1)
+    return ((rows >= top.view(-1, 1, 1)) & (rows < (top + box_h).view(-1, 1, 1))
+            & (cols >= left.view(-1, 1, 1)) & (cols < (left + box_w).view(-1, 1, 1)) & erase.view(-1, 1, 1))
