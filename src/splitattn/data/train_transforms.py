@@ -161,7 +161,9 @@ def random_erasing_boxes(count: int, height: int, width: int, probability: float
     one box per image of ``area`` × the canvas and aspect ratio in [``min_aspect``, 1 / ``min_aspect``]
     (log-uniform), clipped to the canvas (the paper redraws boxes that do not fit). The images' pixels in
     the box are replaced by N(0, 1) noise after normalisation (timm's per-pixel mode): a stand-in for
-    occlusion that cuts into the object."""
+    occlusion that cuts into the object. Batched from an explicit generator, unlike torchvision's per-image
+    ``RandomErasing`` on the global RNG: the in-memory batches draw for the whole global batch, so resumes
+    and DDP shards see the same boxes."""
     erase = torch.rand(count, generator=generator) < probability
     box_area = (area[0] + (area[1] - area[0]) * torch.rand(count, generator=generator)) * height * width
     aspect = (math.log(min_aspect) * (1 - 2 * torch.rand(count, generator=generator))).exp()
