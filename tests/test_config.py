@@ -33,6 +33,7 @@ def test_overrides_are_typed_yaml_scalars_and_nest():
     (["engine.amp=bf18"], "'bf18' is not one of 'none' | 'bf16' | 'fp16' (did you mean 'bf16'?)"),
     (["optim.label_smoothing=1.5"], "label_smoothing must be in [0, 1)"),
     (["optim.warmup_epochs=300"], "warmup_epochs <= epochs"),
+    (["optim.cutmix=-1"], "optim.cutmix >= 0"),
     (["epochs=3"], "needs a section, e.g. optim.epochs"),
     (["optim.epochs"], "is not key=value"),
 ])

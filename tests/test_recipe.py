@@ -20,9 +20,12 @@ from splitattn.data.train_transforms import (
     imagenet_train_transform,
     pad_crop_flip,
 )
+from splitattn.engine import recipe
 from splitattn.engine.recipe import (
+    cutmix,
     drop_block_prob,
     learning_rate,
+    mix_batch,
     mixup,
     mixup_active,
     parameter_groups,
@@ -99,6 +102,46 @@ def test_mixup_pairs_with_the_reversed_batch_and_mixes_the_loss_linearly():
     expected = 0.3 * F.cross_entropy(logits, labels, label_smoothing=0.1) + \
         0.7 * F.cross_entropy(logits, labels.flip(0), label_smoothing=0.1)
     torch.testing.assert_close(soft_cross_entropy(logits, mixed_t), expected)
+
+
+def test_cutmix_pastes_one_box_of_the_reversed_batch_and_weighs_targets_by_its_area():
+    x = torch.arange(6 * 2 * 10 * 12, dtype=torch.float32).reshape(6, 2, 10, 12)
+    target = smooth_one_hot(torch.arange(6), 6, 0.0)
+    for seed, lam in [(0, 0.3), (1, 0.7), (2, 0.05), (3, 0.99)]:
+        torch.manual_seed(seed)
+        mixed, mixed_t = cutmix(x, target, lam)
+        pasted = (mixed != x).any(0).any(0)  # H × W: where any sample took its partner's pixels
+        rows, cols = pasted.any(1).nonzero().flatten(), pasted.any(0).nonzero().flatten()
+        area = int(pasted.sum())
+        if area:  # one axis-aligned box: its bounding box is full
+            assert area == len(rows) * len(cols) == (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+            assert area <= math.ceil((1 - lam) * 120) + 1  # never more than asked (clipped at the border)
+        for i in range(6):
+            torch.testing.assert_close(mixed[i][:, pasted], x[5 - i][:, pasted])
+            torch.testing.assert_close(mixed[i][:, ~pasted], x[i][:, ~pasted])
+            kept = 1 - area / 120
+            assert mixed_t[i, i] == pytest.approx(kept) and mixed_t[i, 5 - i] == pytest.approx(1 - kept)
+        torch.testing.assert_close(mixed_t.sum(1), torch.ones(6))
+
+
+def test_mix_batch_picks_mixup_or_cutmix_by_the_alphas(monkeypatch):
+    x, target = torch.randn(4, 3, 8, 8), smooth_one_hot(torch.arange(4), 4, 0.0)
+    picked = []
+    for name in ("mixup", "cutmix"):
+        original = getattr(recipe, name)
+        monkeypatch.setattr(recipe, name, lambda *a, _n=name, _f=original: picked.append(_n) or _f(*a))
+
+    def kinds(mixup_alpha, cutmix_alpha, batches):
+        picked.clear()
+        torch.manual_seed(0)
+        for _ in range(batches):
+            mixed, mixed_t = mix_batch(x, target, mixup_alpha, cutmix_alpha)
+            torch.testing.assert_close(mixed_t.sum(1), torch.ones(4))
+        return set(picked)
+
+    assert kinds(0.2, 0.0, 10) == {"mixup"}
+    assert kinds(0.0, 1.0, 10) == {"cutmix"}
+    assert kinds(0.2, 1.0, 20) == {"mixup", "cutmix"}
 
 
 def test_mixup_off_epochs_and_drop_block_ramp():

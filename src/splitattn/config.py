@@ -74,7 +74,8 @@ class OptimConfig:
     warmup_epochs: float = 5.0  # linear from 0, per iteration
     label_smoothing: float = 0.1
     mixup: float = 0.2  # Beta(α, α); 0 disables
-    mixup_off_epochs: int = 0  # train the last N epochs without mixup (Gluon's --mixup-off-epoch)
+    cutmix: float = 0.0  # CutMix Beta(α, α), not in the released recipe; with mixup too, a coin picks per batch
+    mixup_off_epochs: int = 0  # train the last N epochs without mixup / CutMix (Gluon's --mixup-off-epoch)
     drop_block: float = 0.1  # DropBlock probability reached at the end (linear ramp from 0)
     zero_init_last: bool = True
     grad_clip: float | None = None
@@ -204,7 +205,8 @@ def _check(cfg: TrainConfig) -> None:
         (o.batch_size >= 1 and o.accum_steps >= 1, "optim.batch_size and optim.accum_steps must be >= 1"),
         (o.epochs >= 1 and 0 <= o.warmup_epochs <= o.epochs, "need optim.epochs >= 1 and 0 <= warmup_epochs <= epochs"),
         (0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
-        (o.mixup >= 0.0 and 0 <= o.mixup_off_epochs <= o.epochs, "need optim.mixup >= 0, mixup_off_epochs <= epochs"),
+        (o.mixup >= 0.0 and o.cutmix >= 0.0 and 0 <= o.mixup_off_epochs <= o.epochs,
+         "need optim.mixup >= 0, optim.cutmix >= 0, mixup_off_epochs <= epochs"),
         (0.0 <= o.drop_block < 1.0, "optim.drop_block must be in [0, 1)"),
         (o.momentum >= 0 and o.weight_decay >= 0 and cfg.base_lr() > 0, "lr must be > 0, momentum and wd >= 0"),
         (d.train_crop >= 8 and (d.eval_crop is None or d.eval_crop >= 8), "data crops must be >= 8 px"),

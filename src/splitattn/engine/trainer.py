@@ -34,7 +34,7 @@ from .recipe import (
     build_optimizer,
     drop_block_prob,
     learning_rate,
-    mixup,
+    mix_batch,
     mixup_active,
     smooth_one_hot,
     soft_cross_entropy,
@@ -197,7 +197,7 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def _train_step(self, images, labels, epoch: int, global_step: int, use_mixup: bool) -> torch.Tensor:
         o, e = self.cfg.optim, self.cfg.engine
-        # DropBlock masks, dropout and mixup draw from here: a pure function of the position in the run
+        # DropBlock masks, dropout and mixup / CutMix draw from here: a pure function of the position in the run
         torch.manual_seed(derive_seed(e.seed, 1, self.dist.rank, global_step))
         lr = learning_rate(global_step + 1, self.cfg.base_lr(), self.total_updates, self.warmup_updates)
         for group in self.optimizer.param_groups:
@@ -206,8 +206,7 @@ class Trainer:
         labels = labels.to(self.device, non_blocking=True)
         targets = smooth_one_hot(labels, len(self.data.classes), o.label_smoothing)
         if use_mixup:
-            lam = float(torch.distributions.Beta(o.mixup, o.mixup).sample())
-            images, targets = mixup(images, targets, lam)
+            images, targets = mix_batch(images, targets, o.mixup, o.cutmix)
         if e.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         chunks = list(zip(images.chunk(o.accum_steps), targets.chunk(o.accum_steps)))
@@ -240,7 +239,7 @@ class Trainer:
         """Steps ``first``.. of ``epoch``; returns the global step reached and the epoch's mean loss."""
         o, e = self.cfg.optim, self.cfg.engine
         set_drop_block_prob(unwrap(self.model), drop_block_prob(epoch, o.epochs, o.drop_block))
-        use_mixup = mixup_active(epoch, o.epochs, o.mixup, o.mixup_off_epochs)
+        use_mixup = mixup_active(epoch, o.epochs, max(o.mixup, o.cutmix), o.mixup_off_epochs)
         self.model.train()
         bar = tqdm(total=self.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{o.epochs}",
                    disable=not (self.dist.is_main and e.progress), dynamic_ncols=True, leave=False)
