@@ -195,7 +195,7 @@ class Trainer:
         return ckpt["epoch"], ckpt["step_in_epoch"], ckpt["best_top1"]
 
     # ------------------------------------------------------------------ one step
-    def _train_step(self, images, labels, epoch: int, global_step: int, use_mixup: bool) -> torch.Tensor:
+    def _train_step(self, images, labels, epoch: int, global_step: int, use_mix: bool) -> torch.Tensor:
         o, e = self.cfg.optim, self.cfg.engine
         # DropBlock masks, dropout and mixup / CutMix draw from here: a pure function of the position in the run
         torch.manual_seed(derive_seed(e.seed, 1, self.dist.rank, global_step))
@@ -205,7 +205,7 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         targets = smooth_one_hot(labels, len(self.data.classes), o.label_smoothing)
-        if use_mixup:
+        if use_mix:
             images, targets = mix_batch(images, targets, o.mixup, o.cutmix)
         if e.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -239,13 +239,13 @@ class Trainer:
         """Steps ``first``.. of ``epoch``; returns the global step reached and the epoch's mean loss."""
         o, e = self.cfg.optim, self.cfg.engine
         set_drop_block_prob(unwrap(self.model), drop_block_prob(epoch, o.epochs, o.drop_block))
-        use_mixup = mixup_active(epoch, o.epochs, max(o.mixup, o.cutmix), o.mixup_off_epochs)
+        use_mix = mixup_active(epoch, o.epochs, max(o.mixup, o.cutmix), o.mixup_off_epochs)
         self.model.train()
         bar = tqdm(total=self.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{o.epochs}",
                    disable=not (self.dist.is_main and e.progress), dynamic_ncols=True, leave=False)
         loss_sum, count, tick = 0.0, 0, time.perf_counter()
         for step, (images, labels, skipped) in enumerate(self.data.train.batches(epoch, first), start=first):
-            loss = self._train_step(images, labels, epoch, global_step, use_mixup)
+            loss = self._train_step(images, labels, epoch, global_step, use_mix)
             # one all-reduce per step: loss, batch size, non-finite loss, a stop signal, unreadable images
             counts = torch.tensor([len(labels), bool(stop.name), skipped], dtype=torch.float32, device=self.device)
             flags = torch.cat([(loss.float() * len(labels)).reshape(1), counts[:1],
