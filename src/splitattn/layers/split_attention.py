@@ -27,6 +27,11 @@ def attention_channels(in_channels: int, radix: int, reduction: int = 4, min_cha
     return max(in_channels * radix // reduction, min_channels)
 
 
+def _compiled_cpu_low_precision_training(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a bf16/fp16 CPU activation that autograd records (read once per compiled graph)."""
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled()
+
+
 class RadixSoftmax(nn.Module):
     """r-softmax (paper eq. 4): softmax over the R splits of each cardinal group, sigmoid when R = 1."""
 
@@ -117,5 +122,11 @@ class SplitAttention(nn.Module):
             gap = x.mean((2, 3), keepdim=True)
         attn = self.rsoftmax(self.fc2(self.act1(self.bn1(self.fc1(gap)))))
         if self.radix > 1:
+            if not torch.jit.is_scripting():  # noqa: SIM102
+                if torch.compiler.is_compiling() and _compiled_cpu_low_precision_training(splits):
+                    # Inductor (torch 2.14) fuses the backward of the broadcast product below into a kernel that
+                    # returns NaN gradients in narrow nets (base_planes 16); as a batched matmul it does not.
+                    # Eager, GPU, fp32 and inference keep the official arithmetic.
+                    return torch.einsum("brchw,brc->bchw", splits, attn.reshape(batch, self.radix, self.channels))
             return (splits * attn.reshape(batch, self.radix, self.channels, 1, 1)).sum(1)
         return x * attn.reshape(batch, self.channels, 1, 1)
