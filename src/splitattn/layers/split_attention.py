@@ -27,9 +27,11 @@ def attention_channels(in_channels: int, radix: int, reduction: int = 4, min_cha
     return max(in_channels * radix // reduction, min_channels)
 
 
-def _compiled_cpu_low_precision_training(x: torch.Tensor) -> bool:
-    """Whether ``x`` is a bf16/fp16 CPU activation that autograd records (read once per compiled graph)."""
-    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled()
+def _inductor_cpu_low_precision_training(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a bf16/fp16 CPU activation that autograd records inside torch.compile (decided at trace
+    time: no graph break)."""
+    return (torch.compiler.is_compiling() and x.device.type == "cpu" and torch.is_grad_enabled()
+            and x.dtype in (torch.bfloat16, torch.float16))
 
 
 class RadixSoftmax(nn.Module):
@@ -123,7 +125,7 @@ class SplitAttention(nn.Module):
         attn = self.rsoftmax(self.fc2(self.act1(self.bn1(self.fc1(gap)))))
         if self.radix > 1:
             if not torch.jit.is_scripting():  # noqa: SIM102
-                if torch.compiler.is_compiling() and _compiled_cpu_low_precision_training(splits):
+                if _inductor_cpu_low_precision_training(splits):
                     # Inductor (torch 2.14) fuses the backward of the broadcast product below into a kernel that
                     # returns NaN gradients in narrow nets (base_planes 16); as a batched matmul it does not.
                     # Eager, GPU, fp32 and inference keep the official arithmetic.
