@@ -1,6 +1,8 @@
 """Semantic segmentation: DeepLabV3 and FCN on a dilated ResNeSt (official dilation semantics)."""
 
+from .losses import lovasz_softmax, segmentation_loss
 from .metrics import ConfusionMatrix, predict_logits
-from .models import SEGMENTERS, Segmenter, create_segmenter, segmentation_loss
+from .models import SEGMENTERS, Segmenter, create_segmenter
 
-__all__ = ["SEGMENTERS", "ConfusionMatrix", "Segmenter", "create_segmenter", "predict_logits", "segmentation_loss"]
+__all__ = ["SEGMENTERS", "ConfusionMatrix", "Segmenter", "create_segmenter", "lovasz_softmax", "predict_logits",
+           "segmentation_loss"]

@@ -27,6 +27,8 @@ class SegmentModelConfig:
     output_stride: int = 8
     aux: bool = True
     aux_weight: float = 0.2
+    lovasz_weight: float = 0.0  # + this × Lovász-softmax on the main output (0: cross-entropy only, the paper's)
+    lovasz_stride: int = 1  # the Lovász term on every n-th pixel along each axis (n² times fewer to sort)
     head_channels: int = 256  # DeepLabV3 head width (the paper's 256)
     atrous_rates: list[int] = field(default_factory=list)  # [] = the paper's (12, 24, 36) at OS 8, halved at OS 16
     # classifiers start at the training labels' class frequencies (RetinaNet's prior init; off in the paper)
@@ -115,6 +117,8 @@ def _check(cfg: SegmentConfig) -> None:
         (cfg.eval.crop_size >= 0, "eval.crop_size must be >= 0 (0: data.crop_size)"),
         (not m.atrous_rates or (len(m.atrous_rates) == 3 and min(m.atrous_rates) >= 1),
          "model.atrous_rates must be [] (the paper's) or three rates >= 1"),
+        (m.aux_weight >= 0 and m.lovasz_weight >= 0, "model.aux_weight and model.lovasz_weight must be >= 0"),
+        (m.lovasz_stride >= 1, "model.lovasz_stride must be >= 1"),
     ]
     for ok, message in rules:
         if not ok:

@@ -28,7 +28,6 @@ from ..models import create_model
 SEGMENTERS = ("deeplabv3", "deeplabv3plus", "fcn")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUX_WEIGHT = 0.2  # PyTorch-Encoding's aux loss weight for the ResNeSt runs
 
 
 class DeepLabV3Head(nn.Sequential):
@@ -126,7 +125,7 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
     Args:
         num_classes: output classes (ADE20K 150, VOC 21).
         output_stride: 8 (the paper's) or 16; the dilation follows the official code.
-        aux: add the FCN auxiliary head on layer3 (train with loss weight :data:`AUX_WEIGHT`).
+        aux: add the FCN auxiliary head on layer3 (trained with loss weight ``losses.AUX_WEIGHT``).
         pretrained_backbone: False, True (zoo ImageNet weights) or an official-layout state_dict path.
         norm: ``'bn'``, ``'syncbn'`` (the paper; CPU fallback off GPU) or ``'frozenbn'`` for the backbone;
             the heads use BatchNorm (converted too for ``'syncbn'``).
@@ -169,11 +168,3 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
     model.kind, model.output_stride = kind, output_stride
     return model
 
-
-def segmentation_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, ignore_index: int = 255,
-                      aux_weight: float = AUX_WEIGHT) -> torch.Tensor:
-    """Per-pixel cross-entropy on ``out`` plus ``aux_weight`` × that of ``aux`` (ignored pixels skipped)."""
-    loss = F.cross_entropy(outputs["out"], target, ignore_index=ignore_index)
-    if "aux" in outputs:
-        loss = loss + aux_weight * F.cross_entropy(outputs["aux"], target, ignore_index=ignore_index)
-    return loss

@@ -18,7 +18,8 @@ from ..engine.trainer import unwrap
 from .config import SegmentConfig, segment_config_from_dict
 from .data import build_segmentation_data
 from .evaluate import evaluate_segmenter
-from .models import create_segmenter, segmentation_loss
+from .losses import segmentation_loss
+from .models import create_segmenter
 from .visualize import write_segmentation_overlays
 
 
@@ -89,7 +90,9 @@ class SegmentTrainer(IterationTrainer):
     def losses(self, batch) -> dict[str, torch.Tensor]:
         images, labels = batch
         outputs = self.model(images)
-        return {"loss_seg": segmentation_loss(outputs, labels, self.ignore_index, self.cfg.model.aux_weight)}
+        m = self.cfg.model
+        return {"loss_seg": segmentation_loss(outputs, labels, self.ignore_index, m.aux_weight, m.lovasz_weight,
+                                              m.lovasz_stride)}
 
     def describe(self) -> str:
         return f"{super().describe()}, {self.num_classes} classes, {self.cfg.optim.max_iters} iterations"
