@@ -174,10 +174,18 @@ def test_short_training_and_cli(scenes, tmp_path, capsys):
         assert (out / name).is_file(), name
     checkpoint = str(out / "checkpoints" / "last.pth")
     capsys.readouterr()
-    assert main(["segment", "eval", "--checkpoint", checkpoint, "--scales", "1.0", "--json",
+    assert main(["segment", "eval", "--checkpoint", checkpoint, "--scales", "1.0", "--refine-steps", "0", "--json",
                  str(tmp_path / "m.json")]) == 0
     # the run evaluated under bf16 autocast (the preset), `segment eval` in fp32
     assert json.loads((tmp_path / "m.json").read_text())["mIoU"] == pytest.approx(last, abs=1e-3)
     image = next((scenes / "val" / "images").glob("*.png"))
     assert main(["segment", "predict", "--checkpoint", checkpoint, str(image), "--out-dir", str(tmp_path / "p")]) == 0
     assert (tmp_path / "p" / f"{image.stem}_segmentation.png").is_file()
+    # the preset refines its final prediction (eval.refine_steps 32); the same pass reports the plain figure
+    assert main(["segment", "eval", "--checkpoint", checkpoint, "--scales", "1.0", "--json",
+                 str(tmp_path / "r.json")]) == 0
+    refined = json.loads((tmp_path / "r.json").read_text())
+    assert refined["refine"]["steps"] == 32 and 0.0 <= refined["mIoU"] <= 1.0
+    assert refined["mIoU_unrefined"] == pytest.approx(last, abs=1e-3)
+    with pytest.raises(SystemExit, match="odd"):
+        main(["segment", "eval", "--checkpoint", checkpoint, "--refine-window", "4"])

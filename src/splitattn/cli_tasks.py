@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -108,30 +109,48 @@ def _cmd_segment_eval(args: argparse.Namespace) -> None:
         raise ValueError(f"the dataset has {dataset.num_classes} classes, the checkpoint "
                          f"{ckpt['segmenter']['num_classes']}: evaluate on the dataset it was trained for")
     scales = [float(s) for s in args.scales.split(",")] if args.scales else cfg.eval.scales
+    refine = _segment_refiner(args, cfg)
     metrics = evaluate_segmenter(model, dataset, torch.device("cpu"), scales=scales, flip=args.flip,
-                                 crop_size=cfg.eval.window(cfg.data), base_size=cfg.data.base_size)
-    print(f"pixAcc {metrics['pixAcc']:.4f}  mIoU {metrics['mIoU']:.4f}  (scales {list(scales)}, flip {args.flip})")
+                                 crop_size=cfg.eval.window(cfg.data), base_size=cfg.data.base_size, refine=refine)
+    if refine.steps:
+        print(f"pixAcc {metrics['pixAcc_unrefined']:.4f}  mIoU {metrics['mIoU_unrefined']:.4f}  before refinement")
+    print(f"pixAcc {metrics['pixAcc']:.4f}  mIoU {metrics['mIoU']:.4f}  (scales {list(scales)}, flip {args.flip}, "
+          f"refine steps {refine.steps})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"checkpoint": args.checkpoint, "scales": list(scales),
-                                               "flip": args.flip, **metrics}, indent=2) + "\n")
+                                               "flip": args.flip, "refine": dataclasses.asdict(refine), **metrics},
+                                              indent=2) + "\n")
+
+
+def _segment_refiner(args: argparse.Namespace, cfg):
+    """The checkpoint config's eval.refine_* with the command line's --refine-* on top."""
+    for key in ("steps", "window", "sigma_xy", "sigma_rgb"):
+        if getattr(args, f"refine_{key}") is not None:
+            setattr(cfg.eval, f"refine_{key}", getattr(args, f"refine_{key}"))
+    try:
+        return cfg.eval.refiner()
+    except ValueError as error:
+        raise SystemExit(f"--refine-*: {error}") from None
 
 
 def _cmd_segment_predict(args: argparse.Namespace) -> None:
     from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor
 
+    from .segmentation.config import segment_config_from_dict
     from .segmentation.train import load_segmenter_checkpoint
     from .segmentation.visualize import overlay, predict_labels
 
     model, ckpt = load_segmenter_checkpoint(args.checkpoint)
+    refine = _segment_refiner(args, segment_config_from_dict(ckpt["config"]))
     names = ckpt["segmenter"]["class_names"]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in args.images:
         with Image.open(path) as img:
             image = pil_to_tensor(img.convert("RGB")).float() / 255
-        labels = predict_labels(model, image)
+        labels = predict_labels(model, image, refine=refine)
         target = out_dir / f"{Path(path).stem}_segmentation.png"
         Image.fromarray(overlay(image, labels)).save(target)
         counts = labels.flatten().bincount(minlength=len(names) or 1)
@@ -165,6 +184,15 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     for note in convert_checkpoint_file(args.source, args.output, source=args.layout):
         print(note)
     print(f"wrote {args.output} (official ResNeSt keys: load with create_model(..., pretrained=PATH))")
+
+
+def _add_refine_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("colour-guided refinement (docs/segmentation.md; default: the checkpoint config's "
+                             "eval.refine_*)")
+    g.add_argument("--refine-steps", type=int, help="refinement steps, 0 = off (the paper's protocol)")
+    g.add_argument("--refine-window", type=int, help="odd window side in pixels")
+    g.add_argument("--refine-sigma-xy", type=float, help="spatial sigma in pixels")
+    g.add_argument("--refine-sigma-rgb", type=float, help="colour sigma in [0, 1] RGB units")
 
 
 def _add_train_parser(tasks, example: str, func) -> None:
@@ -208,11 +236,13 @@ def add_task_commands(sub) -> None:
     p.add_argument("--scales", help="comma-separated, e.g. 0.5,0.75,1,1.25,1.5,1.75 (default: the config's)")
     p.add_argument("--flip", action="store_true", help="also average the horizontally flipped prediction")
     p.add_argument("--json", help="write the metrics here")
+    _add_refine_arguments(p)
     p.set_defaults(func=_cmd_segment_eval)
     p = tasks.add_parser("predict", help="segment images and write colour overlay PNGs")
     p.add_argument("--checkpoint", required=True, help="runs/…/checkpoints/last.pth")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out-dir", default="predictions", help="where the overlays go (default ./predictions)")
+    _add_refine_arguments(p)
     p.set_defaults(func=_cmd_segment_predict)
 
     data = sub.add_parser("data", help="build offline datasets from real objects")

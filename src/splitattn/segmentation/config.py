@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from ..config import ConfigError, build_config, read_config_data
 from ..engine.iteration_trainer import IterationEngineConfig
+from .refine import BilateralRefine
 
 
 @dataclass
@@ -76,9 +77,17 @@ class SegmentEvalConfig:
     flip: bool = True
     final_scales: bool = True  # the end of training uses `scales` + `flip`; periodic evals are single-scale
     crop_size: int = 0  # sliding-window size for images larger than it; 0: data.crop_size (Encoding's)
+    # colour-guided refinement of the final prediction (segmentation/refine.py); 0 steps: off, the paper's
+    refine_steps: int = 0
+    refine_window: int = 11
+    refine_sigma_xy: float = 5.0
+    refine_sigma_rgb: float = 0.03
 
     def window(self, data: SegmentDataConfig) -> int:
         return self.crop_size or data.crop_size
+
+    def refiner(self) -> BilateralRefine:
+        return BilateralRefine(self.refine_steps, self.refine_window, self.refine_sigma_xy, self.refine_sigma_rgb)
 
 
 @dataclass
@@ -123,6 +132,10 @@ def _check(cfg: SegmentConfig) -> None:
     for ok, message in rules:
         if not ok:
             raise ConfigError(message)
+    try:
+        cfg.eval.refiner()
+    except ValueError as error:
+        raise ConfigError(f"eval.refine_*: {error}") from None
 
 
 def load_segment_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SegmentConfig:

@@ -110,7 +110,7 @@ class SegmentTrainer(IterationTrainer):
         return evaluate_segmenter(unwrap(self.model), self.val_set, self.device, scales=scales, flip=flip,
                                   crop_size=self.cfg.eval.window(self.cfg.data), base_size=self.cfg.data.base_size,
                                   amp=self.cfg.engine.amp, rank=self.dist.rank, world=self.dist.world,
-                                  progress=self.cfg.engine.progress)
+                                  progress=self.cfg.engine.progress, refine=self.cfg.eval.refiner() if final else None)
 
     def artifacts(self) -> dict[str, str]:
         files = {"curves": str(plot_iteration_curves(self.out_dir, ("mIoU", "pixAcc")))}

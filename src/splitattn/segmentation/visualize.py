@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from .refine import BilateralRefine  # noqa: E402
+
 
 def palette(num_classes: int) -> np.ndarray:
     """PASCAL VOC's bit-interleaved colour map (class 0 black), extended to any number of classes."""
@@ -38,9 +40,13 @@ def overlay(image: torch.Tensor, label: torch.Tensor, alpha: float = 0.55, ignor
 
 
 @torch.no_grad()
-def predict_labels(model: nn.Module, image: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+def predict_labels(model: nn.Module, image: torch.Tensor, device: torch.device | str = "cpu",
+                   refine: BilateralRefine | None = None) -> torch.Tensor:
     model.eval()
-    return model(image[None].to(device))["out"][0].argmax(0).cpu()
+    logits = model(image[None].to(device))["out"][0]
+    if refine is not None and refine.steps:
+        logits = refine(logits.float().softmax(0), image)
+    return logits.argmax(0).cpu()
 
 
 def write_segmentation_overlays(model: nn.Module, samples: Sequence[tuple[torch.Tensor, torch.Tensor]], path: Path,
