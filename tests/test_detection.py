@@ -224,9 +224,11 @@ def test_detect_cli_train_resume_eval_predict(scenes, tmp_path, capsys):
               "optim.steps=[3]", "data.workers=0", "engine.progress=false", "engine.log_every_iters=1",
               "engine.checkpoint_every_iters=2", f"engine.out_dir={out}"]
     assert main(common + ["optim.max_iters=3"]) == 0
+    capsys.readouterr()
     assert main(common + ["optim.max_iters=6", "--resume", "auto", "--summary-json", str(tmp_path / "s.json")]) == 0
+    assert f"resumed from {out / 'checkpoints' / 'last.pth'} at iteration 3" in capsys.readouterr().out
     steps = [json.loads(line)["step"] for line in (out / "steps.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]  # resumed at 3, not restarted
+    assert steps == [1, 2, 3, 4, 5, 6]  # resumed at 3 (a restart would also log 1-6: hence the line above)
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["iterations"] == 6 and "bbox_AP" in summary["metrics"] and "segm_AP" in summary["metrics"]
     for name in ("curves.png", "predictions.png", "checkpoints/last.pth"):

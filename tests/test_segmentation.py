@@ -189,3 +189,28 @@ def test_short_training_and_cli(scenes, tmp_path, capsys):
     assert refined["mIoU_unrefined"] == pytest.approx(last, abs=1e-3)
     with pytest.raises(SystemExit, match="odd"):
         main(["segment", "eval", "--checkpoint", checkpoint, "--refine-window", "4"])
+
+
+def test_time_budget_fits_the_iterations_and_resume_keeps_them(scenes, tmp_path):
+    from splitattn.models.weights import read_checkpoint_file
+    from splitattn.segmentation.train import train_segmenter
+
+    out, budget_s = tmp_path / "budget", 30.0
+    overrides = [f"data.root={scenes}", "data.base_size=64", "data.crop_size=64", "model.pretrained_backbone=false",
+                 "optim.batch_size=4", "optim.max_iters=1000000", f"optim.time_budget_min={budget_s / 60}",
+                 "eval.final_scales=false", "data.workers=0", "engine.progress=false", "engine.compile=false",
+                 "engine.log_every_iters=1", f"engine.out_dir={out}"]
+    cfg = load_segment_config("configs/segmentation/scenes_deeplabv3_cpu.yaml", overrides)
+    summary = train_segmenter(cfg)
+    print(f"budget {budget_s} s: {summary.iterations} iterations in {summary.train_s:.1f} s")
+    assert 60 <= summary.iterations < 1000000 and summary.train_s < 1.5 * budget_s
+    ckpt = read_checkpoint_file(out / "checkpoints" / "last.pth")
+    assert ckpt["fitted_max_iters"] == ckpt["config"]["optim"]["max_iters"] == summary.iterations
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert steps[-1]["step"] == summary.iterations and steps[-1]["lr"] < 0.05 * cfg.optim.lr  # poly to the new end
+    # resuming the finished run keeps the fitted end instead of training on towards 1,000,000
+    resumed = train_segmenter(load_segment_config("configs/segmentation/scenes_deeplabv3_cpu.yaml",
+                                                  [*overrides, "engine.resume=auto"]))
+    assert resumed.iterations == summary.iterations
+    with pytest.raises(ConfigError, match="time_budget_min"):
+        load_segment_config("configs/segmentation/scenes_deeplabv3_cpu.yaml", ["optim.time_budget_min=-1"])

@@ -201,7 +201,7 @@ def _with_ratios(rows: list[Row], roof: dict[str, float], gflop: dict[str, float
     for row in rows:
         peer = timm_rows.get((row.task, row.dtype, row.layout, row.mode, row.batch))
         if peer is not None and row.form != "timm":
-            row.vs_timm = round(row.images_per_s / peer.images_per_s, 3)
+            row.vs_timm = float(f"{row.images_per_s / peer.images_per_s:.4g}")  # 4 significant digits, any size
         per_image = gflop["torchvision-resnet50" if row.form == "torchvision-resnet50" else "model"]
         per_image *= 3 if row.task == "train" else 1  # backward ≈ 2× forward
         row.roof_pct = round(100 * row.images_per_s * per_image / roof[row.dtype], 1)

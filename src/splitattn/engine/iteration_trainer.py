@@ -6,7 +6,8 @@ loop for a single process and torchrun DDP (SyncBN converted to torch's on GPU),
 depends on the iteration alone (exact resume), AMP (bf16 on CPU/GPU, fp16 + grad scaler on GPU),
 atomic checkpoints every N iterations and at the end, SIGTERM / SIGINT save and stop, a non-finite loss
 stops the run with the last good checkpoint kept, tqdm with loss / lr / images/s / ETA, JSONL logs
-(+ TensorBoard), evaluation every N iterations and at the end.
+(+ TensorBoard), evaluation every N iterations and at the end, and (for tasks whose schedule follows
+``optim.max_iters``) an optional time budget that fits the iteration count to the machine's measured speed.
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ class IterationTrainer:
         """The training module on its device, before DDP (e.g. torch.compile); the plain one by default."""
         return model
 
+    def time_budget_s(self) -> float:
+        """> 0: fit ``optim.max_iters`` to this much training time (for schedules that follow max_iters)."""
+        return 0.0
+
     # ------------------------------------------------------------------ set-up
     def __init__(self, cfg, dist_info: DistInfo | None = None):
         self.cfg = cfg
@@ -145,7 +150,8 @@ class IterationTrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=e.amp == "fp16" and self.device.type == "cuda")
         self.logbook = Logbook(self.out_dir, enabled=self.dist.is_main, tensorboard=e.tensorboard)
         self.start_iter = 0
-        resume = find_resume(self.out_dir / "checkpoints", e.resume)
+        self.fitted_max_iters: int | None = None  # set by a time budget
+        resume = find_resume(self.out_dir, e.resume)
         if resume is not None:
             self._restore(resume)
         elif self.dist.is_main:
@@ -157,6 +163,7 @@ class IterationTrainer:
         if self.dist.is_main:
             atomic_save({"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                          "scaler": self.scaler.state_dict(), "iteration": iteration, "config": self.cfg.to_dict(),
+                         "fitted_max_iters": self.fitted_max_iters,
                          self.task: self.checkpoint_meta()}, path)
         barrier()
         return path
@@ -171,6 +178,28 @@ class IterationTrainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.start_iter = int(ckpt["iteration"])
+        # a time-budgeted run resumes with the iteration count it was fitted to (its schedule's end); other
+        # runs take optim.max_iters from this command (resuming with a longer schedule extends it)
+        if ckpt.get("fitted_max_iters"):
+            self.fitted_max_iters = self.cfg.optim.max_iters = int(ckpt["fitted_max_iters"])
+        if self.dist.is_main:
+            print(f"resumed from {path} at iteration {self.start_iter} of {self.cfg.optim.max_iters}", flush=True)
+
+    # ------------------------------------------------------------------ time budget
+    FIT_FROM, FIT_AT = 10, 60  # time iterations 10..60 of a fresh run (after compile and warm-up), then fit
+
+    def _fit_to_budget(self, iteration: int, remaining_s: float, step_s: float) -> None:
+        """Lower ``optim.max_iters`` so the iterations left take ``remaining_s`` at ``step_s`` each (2 % spare)."""
+        o = self.cfg.optim
+        fitted = max(iteration, min(o.max_iters, iteration + int(0.98 * remaining_s / step_s)))
+        if self.dist.enabled:  # every process must stop at the same iteration
+            agreed = torch.tensor([fitted], device=self.device)
+            torch.distributed.broadcast(agreed, 0)
+            fitted = int(agreed.item())
+        if self.dist.is_main:
+            print(f"time budget: {step_s:.3f} s per iteration, {remaining_s / 60:.1f} min left → {fitted} "
+                  f"iterations (optim.max_iters was {o.max_iters})", flush=True)
+        o.max_iters = self.fitted_max_iters = fitted
 
     # ------------------------------------------------------------------ loop
     def _loader(self):
@@ -225,6 +254,7 @@ class IterationTrainer:
         bar = tqdm(total=o.max_iters, initial=iteration, desc=f"{cfg.model.kind} {cfg.model.backbone}",
                    disable=not (e.progress and self.dist.is_main), dynamic_ncols=True)
         window_start, window_images = time.time(), 0
+        budget_s = self.time_budget_s() if self.start_iter == 0 else 0.0
         with StopSignal() as stop:
             for batch in self._loader():
                 lr = self.learning_rate(iteration)
@@ -236,6 +266,13 @@ class IterationTrainer:
                 iteration += 1
                 window_images += o.batch_size
                 bar.update(1)
+                if budget_s and iteration == self.FIT_FROM:
+                    fit_start = time.time()
+                elif budget_s and iteration == self.FIT_AT:
+                    step_s = (time.time() - fit_start) / (self.FIT_AT - self.FIT_FROM)
+                    self._fit_to_budget(iteration, budget_s - (time.time() - started), step_s)
+                    bar.total = o.max_iters
+                    bar.refresh()
                 if iteration % e.log_every_iters == 0 or iteration == o.max_iters:
                     speed = window_images / max(time.time() - window_start, 1e-9)
                     window_start, window_images = time.time(), 0
@@ -247,6 +284,8 @@ class IterationTrainer:
                     self._evaluate_and_log(iteration)
                 if stop.name:
                     summary.stopped = f"{stop.name} received at iteration {iteration}; resume with engine.resume=auto"
+                    break
+                if iteration >= o.max_iters:  # a fitted budget ends before the image order does
                     break
         bar.close()
         summary.iterations, summary.train_s = iteration, time.time() - started

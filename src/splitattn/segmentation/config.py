@@ -66,6 +66,9 @@ class SegmentOptimConfig:
     weight_decay: float = 1e-4
     epochs: float = 120.0
     max_iters: int = 0  # 0: epochs × ceil(train images / batch_size)
+    # > 0: after timing iterations 10-60, lower max_iters so training (compile included) ends within this many
+    # minutes on this machine; the poly schedule then decays to the fitted end
+    time_budget_min: float = 0.0
     poly_power: float = 0.9
     warmup_iters: int = 0
     grad_clip: float | None = None
@@ -128,6 +131,7 @@ def _check(cfg: SegmentConfig) -> None:
          "model.atrous_rates must be [] (the paper's) or three rates >= 1"),
         (m.aux_weight >= 0 and m.lovasz_weight >= 0, "model.aux_weight and model.lovasz_weight must be >= 0"),
         (m.lovasz_stride >= 1, "model.lovasz_stride must be >= 1"),
+        (o.time_budget_min >= 0, "optim.time_budget_min must be >= 0 (0: no budget)"),
     ]
     for ok, message in rules:
         if not ok:

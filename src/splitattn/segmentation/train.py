@@ -87,6 +87,9 @@ class SegmentTrainer(IterationTrainer):
         o = self.cfg.optim
         return poly_learning_rate(iteration, o.lr, o.max_iters, o.poly_power, o.warmup_iters)
 
+    def time_budget_s(self) -> float:
+        return 60.0 * self.cfg.optim.time_budget_min
+
     def losses(self, batch) -> dict[str, torch.Tensor]:
         images, labels = batch
         outputs = self.model(images)
