@@ -38,7 +38,8 @@ class BilateralRefine:
 
 
 def _offset_weights(image: torch.Tensor, window: int, sigma_xy: float, sigma_rgb: float) -> list[tuple]:
-    """Per window offset: (dy, dx, unnormalised weight map (H, W)); neighbours outside the image weigh 0."""
+    """Per window offset: (rows, cols) slices into the padded map and its (H, W) weight map, normalised so
+    each pixel's weights sum to 1; neighbours outside the image weigh 0, the centre pixel 1 before that."""
     radius = window // 2
     _, height, width = image.shape
     padded = F.pad(image, (radius, radius, radius, radius))
@@ -50,7 +51,8 @@ def _offset_weights(image: torch.Tensor, window: int, sigma_xy: float, sigma_rgb
             colour = (padded[:, rows, cols] - image).square().sum(0)
             spatial = (dy * dy + dx * dx) / (2 * sigma_xy**2)
             weights.append((rows, cols, torch.exp(-spatial - colour / (2 * sigma_rgb**2)) * inside[rows, cols]))
-    return weights
+    total = sum(weight for _, _, weight in weights)
+    return [(rows, cols, weight / total) for rows, cols, weight in weights]
 
 
 @torch.no_grad()
@@ -58,8 +60,8 @@ def bilateral_refine(probs: torch.Tensor, image: torch.Tensor, steps: int = 1, w
                      sigma_xy: float = 5.0, sigma_rgb: float = 0.03) -> torch.Tensor:
     """Refined ``(C, H, W)`` class probabilities; ``image`` is the ``(3, H, W)`` RGB input in [0, 1].
 
-    Memory stays at a few ``(C, H, W)`` maps (the window is walked offset by offset, not unfolded), so
-    full-size ADE20K / VOC images refine as they are. ``steps=0`` returns ``probs`` unchanged.
+    The probabilities are walked offset by offset, never unfolded (that would be window² copies of
+    ``(C, H, W)``); the weights take window² single-channel ``(H, W)`` maps. ``steps=0`` returns ``probs`` unchanged.
     """
     if probs.dim() != 3 or image.dim() != 3 or probs.shape[1:] != image.shape[1:]:
         raise ValueError(f"need probs (C, H, W) and image (3, H, W) of one size, got {tuple(probs.shape)} "
@@ -69,12 +71,11 @@ def bilateral_refine(probs: torch.Tensor, image: torch.Tensor, steps: int = 1, w
     image = image.to(probs.device, torch.float32)
     radius = window // 2
     weights = _offset_weights(image, window, sigma_xy, sigma_rgb)
-    total = torch.stack([w for _, _, w in weights]).sum(0)  # > 0: the centre pixel weighs 1
     refined = probs.float()
     for _ in range(steps):
         padded = F.pad(refined, (radius, radius, radius, radius))
         summed = torch.zeros_like(refined)
         for rows, cols, weight in weights:
             summed.addcmul_(padded[:, rows, cols], weight)
-        refined = summed / total
+        refined = summed
     return refined
