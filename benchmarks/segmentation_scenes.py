@@ -6,8 +6,11 @@ trained as a classifier on the Fashion-MNIST *training* images drawn in the scen
 (configs/fashion_mnist/resnest_cpu_scenes_style.yaml; the validation scenes hold only test images, so
 nothing leaks), then fine-tuned as DeepLabV3 with the CPU preset (configs/segmentation/scenes_deeplabv3_cpu.yaml).
 
-    .venv/bin/python benchmarks/segmentation_scenes.py   # ~95 min on 2 cores: pretraining 38 + 23 min,
-                                                         # segmentation 2 × 12 min, MS + flip and refinement 2 × 10 min
+    .venv/bin/python benchmarks/segmentation_scenes.py   # 1.5-2.5 h on 2 cores: pretraining 26-70 min
+                          # (ResNeSt) and 16-40 min (ResNet-D), segmentation 2 × 14.5 min, MS + flip + refine 2 × 10 min
+    .venv/bin/python benchmarks/segmentation_scenes.py --only resnetd   # one backbone; the other's record stays
+
+The JSON is rewritten after each backbone, so an interrupted run keeps the backbones it finished.
 
 Writes benchmarks/results/segmentation_scenes.json (pixAcc and mIoU single-scale, multi-scale + flip, and
 multi-scale + flip with the preset's colour-guided refinement; per-class IoU, wall times of both stages,
@@ -71,6 +74,22 @@ def run(name: str, model: str, overrides: list[str], scenes: Path, out_root: Pat
             "command": " ".join(["splitattn", "segment", "train", "--config", CONFIG, *args])}
 
 
+def write_report(report: dict, path: Path) -> None:
+    """Write ``report`` atomically, with the ResNeSt - ResNet-D differences for the protocols both runs hold (a
+    record from before the refinement has no refined figure)."""
+    runs = report["runs"]
+    report.pop("resnest_minus_resnetd", None)
+    if len(runs) == 2:
+        shared = [p for p in ("single_scale", "multi_scale_flip", "multi_scale_flip_refined")
+                  if all(p in record for record in runs.values())]
+        report["resnest_minus_resnetd"] = {
+            protocol: {k: round(runs["resnest"][protocol][k] - runs["resnetd"][protocol][k], 4)
+                       for k in ("mIoU", "pixAcc")} for protocol in shared}
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    partial.replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", default="datasets/scenes", help="scene set (made here if missing)")
@@ -93,16 +112,10 @@ def main() -> None:
             continue
         report["runs"][name] = run(name, model, overrides, scenes, Path(args.runs), results)
         print(json.dumps({name: report["runs"][name]["single_scale"]}), file=sys.stderr)
-    runs = report["runs"]
-    if len(runs) == 2:
-        report["resnest_minus_resnetd"] = {
-            protocol: {k: round(runs["resnest"][protocol][k] - runs["resnetd"][protocol][k], 4) for k in ("mIoU",
-                                                                                                       "pixAcc")}
-            for protocol in ("single_scale", "multi_scale_flip", "multi_scale_flip_refined")}
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    for name, result in runs.items():
+        write_report(report, Path(args.json))  # a later backbone's failure or Ctrl-C keeps this one
+    for name, result in report["runs"].items():
         single, multi = result["single_scale"], result["multi_scale_flip"]
-        refined = result["multi_scale_flip_refined"]["mIoU"]
+        refined = result.get("multi_scale_flip_refined", {}).get("mIoU", float("nan"))  # older records lack it
         print(f"{name:>8}: mIoU {single['mIoU']:.4f} (MS+flip {multi['mIoU']:.4f}, refined {refined:.4f}), "
               f"pixAcc {single['pixAcc']:.4f}, "
               f"{result['params_total'] / 1e6:.2f} M params, segmentation training {result['train_wall_s'] / 60:.1f} "
