@@ -19,10 +19,10 @@ limits it"), measured on the validation scenes.
         --classifier scene_style_16_epochs_occluders=runs/fm_occ3/checkpoints/best.pth \
         --segmenter runs/benchmark_segmentation/resnest/checkpoints/last.pth
 
-The checkpoints come from `make demo` (plain) and benchmarks/segmentation_scenes.py (scene_style, 64 epochs, and
-the segmenter). The others are the same pretraining with fewer epochs, one with occluders (the runs are
-deterministic; the 16- and 32-epoch ones are bit for bit the benchmark's `pretrain_resnest` when its recipe had 16
-and 32 epochs):
+The checkpoints come from `make demo` (plain) and benchmarks/segmentation_scenes.py (scene_style and the
+segmenter; the recorded analysis ran on the 2026-11-30 benchmark: 64-epoch pretraining then, 48 since).
+The others are the same pretraining with fewer epochs, one with occluders (the runs are deterministic; the 16-
+and 32-epoch ones are bit for bit the benchmark's `pretrain_resnest` when its recipe had 16 and 32 epochs):
 `splitattn train --config configs/fashion_mnist/resnest_cpu_scenes_style.yaml optim.epochs=32
 engine.out_dir=runs/fm_style_32ep` (scene_style_32_epochs), the same with `optim.epochs=16
 engine.out_dir=runs/fm_style_16ep` (scene_style_16_epochs), and that one with `data.occluders=3
