@@ -6,8 +6,8 @@ trained as a classifier on the Fashion-MNIST *training* images drawn in the scen
 (configs/fashion_mnist/resnest_cpu_scenes_style.yaml; the validation scenes hold only test images, so
 nothing leaks), then fine-tuned as DeepLabV3 with the CPU preset (configs/segmentation/scenes_deeplabv3_cpu.yaml).
 
-    .venv/bin/python benchmarks/segmentation_scenes.py   # 1.5-2.5 h on 2 cores: pretraining 26-70 min
-                          # (ResNeSt) and 16-40 min (ResNet-D), segmentation 2 × 14.5 min, MS + flip + refine 2 × 10 min
+    .venv/bin/python benchmarks/segmentation_scenes.py   # 1.5-2.5 h on 2 cores: pretraining 26-65 min
+                          # (ResNeSt) and 17-27 min (ResNet-D), segmentation 2 × 14.5 min, MS + flip + refine 2 × 10 min
     .venv/bin/python benchmarks/segmentation_scenes.py --only resnetd   # one backbone; the other's record stays
 
 The JSON is rewritten after each backbone, so an interrupted run keeps the backbones it finished.
