@@ -5,7 +5,7 @@ Variants 0s1x64d (plain ResNet-D block), 1s1x64d (SE-like), 2s1x64d (SK-like, Re
 trained with the same recipe, data, epochs and seeds: an equal budget of optimizer steps. Reports
 mean ± std test top-1 over the seeds, params and MACs, writes a JSON record and a PNG.
 
-    .venv/bin/python benchmarks/ablation_fashion_mnist.py [--seeds 3] [--epochs 4] [--train-subset 20000]
+    .venv/bin/python -m benchmarks.ablation_fashion_mnist [--seeds 3] [--epochs 4] [--train-subset 20000]
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from splitattn.config import load_config  # noqa: E402
-from splitattn.engine.trainer import Trainer  # noqa: E402
+from splitattn.classification import ClassificationTask, load_classification_config  # noqa: E402
+from splitattn.engine import Trainer  # noqa: E402
 from splitattn.models.info import count_params  # noqa: E402
 
 VARIANTS = {  # setting: (radix, cardinality, bottleneck width), as the paper's NsKxWd names
@@ -45,21 +45,23 @@ def run(setting: str, seed: int, args) -> dict:
         f"model.overrides.avd={'false' if radix == 0 else 'true'}",  # ResNet-D: stride in the 3×3
         f"data.train_subset={args.train_subset}", f"optim.epochs={args.epochs}", f"engine.seed={seed}",
         f"engine.out_dir={args.out}/{setting}_seed{seed}", "engine.progress=false", "engine.tensorboard=false",
-        "engine.eval_every_epochs=1000",  # evaluate once, at the end
+        "engine.eval_every_steps=1000000",  # evaluate once, at the end
         "engine.compile=false",  # no one-off compile per variant: equal, simple timing
+        "engine.overwrite=true",
     ]
-    cfg = load_config("configs/fashion_mnist/resnest_cpu.yaml", overrides)
-    trainer = Trainer(cfg)
+    cfg = load_classification_config("configs/fashion_mnist/resnest_cpu.yaml", overrides)
+    trainer = Trainer(ClassificationTask(cfg))
     start = time.perf_counter()
-    summary = trainer.fit()
+    summary = trainer.train()
     model = trainer.model
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.eval()(torch.zeros(1, 1, 28, 28))
-    return {"setting": setting, "seed": seed, "top1": summary.val_top1, "wall_s": time.perf_counter() - start,
-            "params_m": count_params(model) / 1e6, "mmacs": counter.get_total_flops() / 2e6}
+    return {"setting": setting, "seed": seed, "top1": summary.metrics["val_top1"],
+            "wall_s": time.perf_counter() - start, "params_m": count_params(model) / 1e6,
+            "mmacs": counter.get_total_flops() / 2e6}
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
-"""How the scenes preset's colour-guided refinement (segmentation/refine.py) was chosen: a trained segmenter's
+"""How the scenes preset's colour-guided refinement (scenes/refine.py) was chosen: a trained segmenter's
 single-scale mIoU on *training* scenes (never the validation ones the benchmark reports) for a grid of colour and
 spatial sigmas and step counts.
 
-    .venv/bin/python benchmarks/segmentation_refine_sweep.py --checkpoint runs/scenes_deeplabv3/checkpoints/last.pth
+    .venv/bin/python -m benchmarks.segmentation_refine_sweep --checkpoint runs/scenes_deeplabv3/checkpoints/last.pth
 
 Writes benchmarks/results/segmentation_refine_sweep.json; 2.5 minutes on 2 cores for 100 scenes.
 """
@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from splitattn.engine.evaluate import autocast
+from splitattn.engine.loop import autocast
 from splitattn.segmentation.config import segment_config_from_dict
 from splitattn.segmentation.data import build_segmentation_data
 from splitattn.segmentation.metrics import ConfusionMatrix
-from splitattn.segmentation.refine import bilateral_refine
-from splitattn.segmentation.train import load_segmenter_checkpoint
+from splitattn.segmentation.task import load_segmenter_checkpoint
+
+from .scenes.refine import bilateral_refine
 
 WINDOW = 11
 SIGMAS_XY = (3.0, 5.0)

@@ -1,4 +1,4 @@
-"""Where the scenes segmentation loses its mIoU: the figures behind docs/segmentation.md ("CPU preset", "What
+"""Where the scenes segmentation loses its mIoU: the figures behind benchmarks/README.md ("CPU preset", "What
 limits it"), measured on the validation scenes.
 
 1. Label-resolution bound: the true label maps, area-averaged to r × r and bilinearly upsampled back, score
@@ -11,7 +11,7 @@ limits it"), measured on the validation scenes.
    most-voted garment class over its visible mask (instance recognition), the share of its pixels right, and the
    mIoU if each garment whose most-voted class is wrong had its garment-labelled pixels renamed to its class.
 
-    .venv/bin/python benchmarks/segmentation_scenes_analysis.py \
+    .venv/bin/python -m benchmarks.segmentation_scenes_analysis \
         --classifier plain=runs/fashion_mnist_cpu/checkpoints/best.pth \
         --classifier scene_style=runs/benchmark_segmentation/pretrain_resnest/checkpoints/best.pth \
         --classifier scene_style_32_epochs=runs/fm_style_32ep/checkpoints/best.pth \
@@ -22,11 +22,10 @@ limits it"), measured on the validation scenes.
 The checkpoints come from `make demo` (plain) and benchmarks/segmentation_scenes.py (scene_style and the
 segmenter; the recorded analysis ran on the 2026-11-30 benchmark: 64-epoch pretraining then, 48 since).
 The others are the same pretraining with fewer epochs, one with occluders (the runs are deterministic; the 16-
-and 32-epoch ones are bit for bit the benchmark's `pretrain_resnest` when its recipe had 16 and 32 epochs):
-`splitattn train --config configs/fashion_mnist/resnest_cpu_scenes_style.yaml optim.epochs=32
-engine.out_dir=runs/fm_style_32ep` (scene_style_32_epochs), the same with `optim.epochs=16
-engine.out_dir=runs/fm_style_16ep` (scene_style_16_epochs), and that one with `data.occluders=3
-engine.out_dir=runs/fm_occ3` (scene_style_16_epochs_occluders).
+and 32-epoch ones are bit for bit the benchmark's `pretrain_resnest` when its recipe had 16 and 32 epochs), made
+with benchmarks/transfer_common.py's `pretrain` from benchmarks/configs/fashion_mnist_scenes_style.yaml with
+`optim.epochs=32` (scene_style_32_epochs), `optim.epochs=16` (scene_style_16_epochs), and that one with
+`scenes.occluders=3` (scene_style_16_epochs_occluders); the recorded figures predate the engine rewrite.
 
 Writes benchmarks/results/segmentation_scenes_analysis.json.
 """
@@ -44,13 +43,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from pycocotools import mask as mask_utils
-from transfer_common import machine
 
-from splitattn.engine.evaluate import autocast
-from splitattn.inference import load_predictor
+from splitattn.classification.inference import load_predictor
+from splitattn.engine.loop import autocast
 from splitattn.segmentation.metrics import ConfusionMatrix
-from splitattn.segmentation.train import load_segmenter_checkpoint
+from splitattn.segmentation.task import load_segmenter_checkpoint
 from splitattn.segmentation.visualize import predict_labels
+
+from .transfer_common import machine
 
 NUM_CLASSES = 11  # background + the 10 Fashion-MNIST classes
 
@@ -154,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     val = Path(args.scenes) / "val"
     if not (val / "annotations.json").is_file():
-        sys.exit(f"no scenes at {val}: run `splitattn data make-scenes --out {args.scenes}` first")
+        sys.exit(f"no scenes at {val}: run `python -m benchmarks.scenes.make_scenes --out {args.scenes}` first")
     files, objects = load_split(val)
     report = {"scenes_val": str(val), "machine": machine(),
               "label_resolution_bound_miou": resolution_bound(files, [int(s) for s in args.sides.split(",")])}

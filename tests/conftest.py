@@ -59,3 +59,32 @@ def foolbox_photos() -> list[Path]:
         raise pytest.UsageError("the foolbox sample photos are not installed: run `make test`")
     folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     return sorted(folder.glob("imagenet_*.jpg"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def two_node_torchrun(command: list[str], env: dict, timeout: float = 600) -> list:
+    """``command`` (a module and its arguments) under two torchrun agents, one process each: ``--nnodes 2`` with a
+    c10d rendezvous on 127.0.0.1, as two machines would run it. Returns both agents' CompletedProcess."""
+    import subprocess
+    import sys
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    agents = []
+    for host in ("true", "false"):  # the first agent hosts the rendezvous store, the second connects to it
+        agents.append(subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "splitattn-test",
+             "--rdzv-conf", f"is_host={host}", "-m", *command],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    results = []
+    for agent in agents:
+        stdout, stderr = agent.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(agent.args, agent.returncode, stdout, stderr))
+    return results

@@ -1,10 +1,13 @@
-"""Config files and overrides: typed, validated, with suggestions for typos."""
+"""Config files and overrides: typed, validated, with suggestions for typos (one loader for every task)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from splitattn.config import ConfigError, load_config, parse_overrides
+from splitattn.classification.config import load_classification_config as load_config
+from splitattn.engine.config import ConfigError, parse_overrides
 
 ROOT = ["data.root=/data"]
 
@@ -52,3 +55,24 @@ def test_file_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="data.root is empty"):
         load_config(None, [])
+
+
+def test_every_task_shares_the_engine_section_and_its_checks():
+    from splitattn.detection.config import load_detect_config
+    from splitattn.engine.config import EngineConfig
+    from splitattn.segmentation.config import load_segment_config
+
+    for load in (load_detect_config, lambda path, overrides: load_config(path, ROOT + overrides)):
+        cfg = load(None, ["engine.checkpoint_every_steps=7", "engine.sync_bn=true", "optim.accum_steps=2"])
+        assert isinstance(cfg.engine, EngineConfig)
+        assert (cfg.engine.checkpoint_every_steps, cfg.engine.sync_bn, cfg.optim.accum_steps) == (7, True, 2)
+    segment = load_segment_config(None, ["engine.channels_last=true"])
+    assert segment.engine.channels_last and segment.engine.out_dir == "runs/segment"
+    for overrides, message in [(["engine.log_every_steps=0"], "log_every_steps must be >= 1"),
+                               (["engine.checkpoint_every_iters=5"], "did you mean 'engine.checkpoint_every_steps'"),
+                               (["optim.accum_steps=0"], "accum_steps must be >= 1"),
+                               (["engine.overwrite=true", "engine.resume=auto"], "exclude each other")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_detect_config(None, overrides)
+    with pytest.raises(ConfigError, match="needs data.num_classes"):
+        load_segment_config(None, ["data.dataset=folder"])

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from splitattn.config import load_config
-from splitattn.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
-from splitattn.data.folder import DatasetError, ImageFolderDataset
-from splitattn.data.loaders import balanced_subset, build_data, shard
+from splitattn.classification.config import load_classification_config as load_config
+from splitattn.classification.data import balanced_subset, build_data, shard
+from splitattn.classification.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
+from splitattn.classification.folder import DatasetError, ImageFolderDataset
 from tests.conftest import foolbox_photos
 
 
@@ -60,21 +60,21 @@ def make_folder(root: Path, per_class: int = 3, broken: int = 0) -> Path:
     return root
 
 
-def test_image_folder_skips_and_counts_unreadable_files(tmp_path):
+def test_image_folder_skips_and_names_unreadable_files(tmp_path):
     root = make_folder(tmp_path, per_class=3, broken=2)
     cfg = load_config(None, [f"data.root={root}", "optim.batch_size=2", "data.workers=0", "model.name=resnest14",
                              "data.train_crop=64", "data.eval_crop=64"])
     data = build_data(cfg, per_process_batch=2)
     assert data.classes == ["n01", "n02"] and len(data.train.dataset) == 8
-    seen = skipped = 0
+    seen, skipped = 0, []
     for images, labels, bad in data.train.batches(0):
         seen += len(labels)
         skipped += bad
         assert images.shape[1:] == (3, 64, 64) or len(labels) == 0
-    assert (seen, skipped) == (6, 2)
+    assert seen == 6 and sorted(Path(p).name for p in skipped) == ["broken0.jpg", "broken1.jpg"]
     cfg.data.strict = True
     strict = build_data(cfg, per_process_batch=2)
-    with pytest.raises(DatasetError, match=r"unreadable image .*broken.*data.strict=false"):
+    with pytest.raises(DatasetError, match=r"broken.*not a readable image.*data.strict=false"):
         for _ in strict.train.batches(0):
             pass
 
@@ -128,11 +128,18 @@ def test_batches_resume_mid_epoch_exactly(tmp_path):
         assert torch.equal(a, b) and torch.equal(la, lb)
 
 
-def test_two_processes_see_the_single_process_batch():
+@pytest.mark.parametrize("erasing", [0.0, 0.5])
+def test_two_processes_see_the_single_process_batch(erasing):
     _require_fashion_mnist()
-    cfg = load_config("configs/fashion_mnist/resnest_cpu.yaml", ["data.train_subset=512"])
+    cfg = load_config("configs/fashion_mnist/resnest_cpu.yaml", ["data.train_subset=512",
+                                                                 f"data.random_erasing={erasing}"])
     single = next(build_data(cfg, 64, 0, 1).train.batches(0))
     ranks = [next(build_data(cfg, 32, r, 2).train.batches(0)) for r in range(2)]
     images = torch.stack([ranks[i % 2][0][i // 2] for i in range(64)])
     labels = torch.stack([ranks[i % 2][1][i // 2] for i in range(64)])
     assert torch.equal(images, single[0]) and torch.equal(labels, single[1])
+    if erasing:  # torchvision's RandomErasing, one seed per sample: about half the images have a noise box
+        plain = next(build_data(load_config("configs/fashion_mnist/resnest_cpu.yaml", ["data.train_subset=512"]),
+                                64, 0, 1).train.batches(0))[0]
+        changed = (single[0] != plain).flatten(1).any(1).float().mean().item()
+        assert 0.3 < changed < 0.7, changed

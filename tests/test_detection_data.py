@@ -13,10 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from splitattn.data.coco import CocoDetection, collate_detection, decode_segmentation, encode_mask, mask_extents
-from splitattn.data.fashion_mnist import CLASSES, DEBIAN_DIR, load_fashion_mnist
-from splitattn.data.scenes import MASK_THRESHOLD, MIN_PIXELS, make_scenes, preview_scenes, scenes_classes
-from splitattn.data.voc_photo import write_voc_photo_coco
+from benchmarks.scenes.generator import MASK_THRESHOLD, MIN_PIXELS, make_scenes, preview_scenes, scenes_classes
+from splitattn.classification.fashion_mnist import CLASSES, DEBIAN_DIR, load_fashion_mnist
+from splitattn.data.images import DatasetError
+from splitattn.detection.data import CocoDetection, collate_detection, decode_segmentation, encode_mask, mask_extents
+from splitattn.detection.evaluate import coco_metrics, load_coco
+from tests.voc_photo import write_voc_photo_coco
 
 SCENE_ARGS = {"num_train": 6, "num_val": 3, "size": 96, "objects": (2, 4), "object_size": (24, 48),
               "min_visible": 0.3, "progress": False}
@@ -277,7 +279,7 @@ def test_coco_strict_and_bad_files(odd_coco, tmp_path):
     missing = dict(coco, images=coco["images"] + [{"id": 50, "file_name": "gone.png", "width": 4, "height": 4}])
     missing_file = tmp_path / "missing.json"
     missing_file.write_text(json.dumps(missing))
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(DatasetError) as err:
         CocoDetection(image_dir, missing_file)
     assert str(image_dir / "gone.png") in str(err.value) and str(missing_file) in str(err.value)
 
@@ -289,8 +291,44 @@ def test_coco_strict_and_bad_files(odd_coco, tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         CocoDetection(image_dir, tmp_path / "bad.json")
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(DatasetError, match="nope.json"):
         CocoDetection(image_dir, tmp_path / "nope.json")
+
+
+def test_validation_annotations_are_checked_before_they_reach_pycocotools(odd_coco, tmp_path):
+    """Evaluation scores against the checked annotations: an annotation without a segmentation, a negative width
+    or an unknown category is reported and dropped, not a pycocotools crash at the end of training nor a silent
+    change of AP. Crowd regions stay (COCO ignores detections on them)."""
+    image_dir, ann_file, _ = odd_coco
+    coco = json.loads(ann_file.read_text())
+    coco["annotations"] += [
+        {"id": 11, "image_id": 1, "category_id": 7, "bbox": [25, 2, 10, 6], "area": 60.0, "iscrowd": 0},  # no segm
+        {"id": 12, "image_id": 1, "category_id": 3, "bbox": [30, 20, -8, 6], "area": 48.0, "iscrowd": 0,
+         "segmentation": [[22, 20, 30, 20, 30, 26, 22, 26]]},  # negative width
+    ]
+    val_file = tmp_path / "val.json"
+    val_file.write_text(json.dumps(coco))
+    with pytest.raises(KeyError):  # what pycocotools does with the raw file: no segmentation for annotation 11
+        coco_metrics(load_coco(val_file), [{"image_id": 1, "category_id": 7, "bbox": [25, 2, 10, 6], "score": 1.0,
+                                            "segmentation": encode_mask(np.ones((30, 40), bool))}], "segm")
+    val = CocoDetection(image_dir, val_file, masks=True)
+    assert val.problems["missing_segmentation"] == 1 and val.problems["degenerate_box"] == 2  # ids 4 and 12
+    assert "missing_segmentation: 1" in val.problem_report()
+    truth = val.coco_ground_truth()
+    kept = {a["id"] for a in coco["annotations"]} - {4, 5, 7, 10, 11, 12}  # dropped: see odd_coco and above
+    assert len(truth["annotations"]) == len(kept) and sum(a["iscrowd"] for a in truth["annotations"]) == 1
+    perfect = []
+    for index in range(len(val)):
+        _, target = val[index]
+        for box, label, mask in zip(target["boxes"].tolist(), target["labels"].tolist(), target["masks"].numpy()):
+            perfect.append({"image_id": target["image_id"], "category_id": val.label_to_cat_id[label], "score": 1.0,
+                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                            "segmentation": {**encode_mask(mask.astype(bool))}})
+    index = load_coco(truth)
+    for iou_type in ("bbox", "segm"):
+        assert coco_metrics(index, perfect, iou_type)["AP"] == pytest.approx(1.0), iou_type
+    with pytest.raises(DatasetError, match="annotation id 4 of image id 2: boxes with width or height <= 1 px"):
+        CocoDetection(image_dir, val_file, masks=True, strict=True)
 
 
 # ------------------------------------------------------------------------------------------ VOC photo

@@ -1,5 +1,5 @@
 """Two gloo processes against one: DDP with CPU sync-BN gives the single-process loss and gradients
-on the same global batch, and CPUSyncBatchNorm equals BatchNorm over the full batch.
+on the same global batch, and splitattn's SyncBatchNorm equals BatchNorm over the full batch.
 
 Run in float64: the stem gradients of a BN network are ill-conditioned (fp32 alone moves them by
 ~1e-3 relative), and in fp64 any mistake in the synchronised statistics or gradients stands out."""
@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from splitattn import create_model
-from splitattn.layers import CPUSyncBatchNorm, convert_sync_batchnorm
+from splitattn.layers import SyncBatchNorm, convert_sync_batchnorm
 
 WORLD = 2
 
@@ -36,7 +36,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     images, labels, features, upstream = _global_batch()
     part = slice(rank * 4, (rank + 1) * 4)
 
-    bn = CPUSyncBatchNorm(16).double().train()
+    bn = SyncBatchNorm(16).double().train()
     x = features[part].clone().requires_grad_(True)
     out = bn(x)
     (out * upstream[part]).sum().backward()

@@ -1,4 +1,4 @@
-"""Backbone key converters: official (= timm) ↔ detectron2 ↔ mmdet names, wrappers, files."""
+"""Backbone key converters: official (= timm) ↔ detectron2 ↔ mmdet ↔ mmpretrain names, wrappers, files."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_mmdet_detector_and_mmpretrain_checkpoints(case):
     assert "dropped 2 non-backbone tensors: neck.lateral_convs.0.conv (1), rpn_head.rpn_conv (1)" in text
     _load_strict(model, converted)
 
-    fc_w, fc_b = torch.randn(10, 2048), torch.randn(10)  # mmpretrain classifier: head.fc → fc
+    fc_w, fc_b = torch.randn(10, 2048), torch.randn(10)  # a head.fc beside mmdet names is still read as fc
     converted, notes = to_official({"state_dict": mm | {"head.fc.weight": fc_w, "head.fc.bias": fc_b}})
     assert converted["fc.weight"] is fc_w and converted["fc.bias"] is fc_b
     assert any("head.fc as fc" in n for n in notes)
@@ -234,3 +234,115 @@ def test_reference_models_are_the_official_layout(build):
         back, _ = to_official(from_official(sd, target))
         assert list(back) == list(sd)
     assert from_official(sd, "detectron2")["linear.weight"] is sd["fc.weight"]
+
+
+# mmpretrain (open-mmlab/mmpretrain backbones/resnet.py + resnest.py), written out by hand as the oracle:
+# the deep stem is three mmcv ``ConvModule``s (children ``conv`` and ``bn``), and mmpretrain's ``ResLayer`` adds
+# the avg-down ``AvgPool2d`` only when ``stride != 1``, so the stride-1 layer1.0 shortcut is ``downsample.0``
+# (conv) + ``downsample.1`` (BN) while layers 2-4 keep ``downsample.1/2``. The classifier is ``head.fc``.
+_MMPRE_STEM = {"conv1.0": "stem.0.conv", "conv1.1": "stem.0.bn", "conv1.3": "stem.1.conv",
+               "conv1.4": "stem.1.bn", "conv1.6": "stem.2.conv", "bn1": "stem.2.bn"}
+_MMPRE_STRIDE1_SHORTCUT = {"layer1.0.downsample.1": "layer1.0.downsample.0",
+                           "layer1.0.downsample.2": "layer1.0.downsample.1"}
+
+
+def _mmpretrain_checkpoint(sd: dict) -> dict:
+    """An mmpretrain ``ImageClassifier`` checkpoint holding the official-layout ``sd``."""
+    state = {}
+    for key, value in sd.items():
+        module, tensor = key.rsplit(".", 1)
+        if module == "fc":
+            state[f"head.fc.{tensor}"] = value
+        else:
+            module = _MMPRE_STEM.get(module, _MMPRE_STRIDE1_SHORTCUT.get(module, module))
+            state[f"backbone.{module}.{tensor}"] = value
+    return {"meta": {}, "state_dict": state}
+
+
+@pytest.fixture(scope="module", params=["resnest14", "resnet50d"])
+def classifier(request):
+    """(name, eval-mode classifier with random weights and BN statistics, its state_dict, input, logits)."""
+    torch.manual_seed(0)
+    model = create_model(request.param, num_classes=10).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+    return request.param, model, model.state_dict(), x, logits
+
+
+def test_mmpretrain_layout_is_what_mmpretrain_writes(classifier):
+    _, _, sd, _, _ = classifier
+    ckpt = _mmpretrain_checkpoint(sd)
+    state = ckpt["state_dict"]
+    for key in ("backbone.stem.0.conv.weight", "backbone.stem.0.bn.running_var", "backbone.stem.2.bn.weight",
+                "backbone.layer1.0.downsample.0.weight", "backbone.layer1.0.downsample.1.running_mean",
+                "backbone.layer2.0.downsample.1.weight", "backbone.layer2.0.downsample.2.weight",
+                "backbone.layer4.0.downsample.2.num_batches_tracked", "head.fc.weight", "head.fc.bias"):
+        assert key in state, key
+    assert state["backbone.layer1.0.downsample.0.weight"].dim() == 4  # the conv, no pool before it
+    assert state["backbone.layer1.0.downsample.1.weight"].dim() == 1  # the BN
+    assert "backbone.layer1.0.downsample.2.weight" not in state
+    assert not any(k.startswith("backbone.stem.3") for k in state)
+    # mmpretrain is not the mmdet layout: both are detected, and told apart
+    assert detect_layout(ckpt) == "mmpretrain"
+    assert detect_layout(from_official(sd, "mmdet", prefix="backbone.")) == "mmdet"
+    assert list(from_official(sd, "mmpretrain", prefix="backbone.")) == list(state)
+    _assert_same(from_official(sd, "mmpretrain", prefix="backbone."), state)
+
+
+@pytest.mark.parametrize("source", ["auto", "mmpretrain"])
+def test_convert_mmpretrain_checkpoint_file(classifier, source, tmp_path):
+    name, _, sd, x, logits = classifier
+    src, dst = tmp_path / "mmpretrain_resnest.pth", tmp_path / "official.pth"
+    torch.save(_mmpretrain_checkpoint(sd), src)
+    notes = convert_checkpoint_file(src, dst, source=source)
+    text = "\n".join(notes)
+    assert "unwrapped checkpoint['state_dict'] (ignored: meta)" in text
+    assert "layout mmpretrain" + (" (auto-detected)" if source == "auto" else "") in text
+    assert notes[-1] == f"wrote {len(sd)} tensors to {dst}"
+    converted = torch.load(dst, map_location="cpu", weights_only=True)
+    _assert_same(converted, sd)
+    fresh = create_model(name, num_classes=10).eval()
+    fresh.load_state_dict(converted, strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), logits)
+
+
+def test_mmpretrain_round_trip(classifier):
+    _, _, sd, _, _ = classifier
+    there = from_official(sd, "mmpretrain", prefix="backbone.")
+    assert there["head.fc.weight"] is sd["fc.weight"]  # the classifier is not under the backbone prefix
+    assert there["backbone.layer1.0.downsample.0.weight"] is sd["layer1.0.downsample.1.weight"]
+    assert there["backbone.layer1.0.downsample.1.running_var"] is sd["layer1.0.downsample.2.running_var"]
+    assert there["backbone.layer3.0.downsample.1.weight"] is sd["layer3.0.downsample.1.weight"]
+    for source in ("auto", "mmpretrain"):
+        back, notes = to_official({"meta": {}, "state_dict": there}, source)
+        _assert_same(back, sd)
+        assert all(back[k] is sd[k] for k in sd)
+        assert f"layout mmpretrain{' (auto-detected)' if source == 'auto' else ''}" in notes[-1]
+
+
+def test_mmpretrain_shortcuts_are_read_per_block(classifier):
+    """A stride-1 (pool-less) shortcut anywhere, e.g. a dilated mmpretrain stage, is read from its keys."""
+    _, _, sd, _, _ = classifier
+    state = dict(_mmpretrain_checkpoint(sd)["state_dict"])
+    state = {k.replace("layer4.0.downsample.1.", "layer4.0.downsample.0.")
+             .replace("layer4.0.downsample.2.", "layer4.0.downsample.1."): v for k, v in state.items()}
+    converted, _ = to_official(state)
+    _assert_same(converted, sd)
+    # a block with both a pool-less conv (downsample.0) and downsample.2 is ambiguous: an error
+    state["backbone.layer4.0.downsample.2.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"layer4\.0\.downsample"):
+        to_official(state)
+    # mmpretrain keys forced through the mmdet table do not fit, and the reverse
+    with pytest.raises(ValueError, match="no official counterpart in the mmdet layout.*source='mmpretrain'"):
+        to_official(_mmpretrain_checkpoint(sd), source="mmdet")
+    with pytest.raises(ValueError, match="no official counterpart in the mmpretrain layout"):
+        to_official(from_official(sd, "mmdet"), source="mmpretrain")

@@ -11,8 +11,19 @@ from PIL import Image
 from torchvision import transforms
 
 from splitattn import create_model
-from splitattn.config import load_config
-from splitattn.data.train_transforms import (
+from splitattn.classification import recipe
+from splitattn.classification.config import load_classification_config as load_config
+from splitattn.classification.recipe import (
+    cutmix,
+    drop_block_prob,
+    learning_rate,
+    mix_batch,
+    mixup,
+    mixup_active,
+    smooth_one_hot,
+    soft_cross_entropy,
+)
+from splitattn.classification.transforms import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
     DistortedBoxCrop,
@@ -20,18 +31,7 @@ from splitattn.data.train_transforms import (
     imagenet_train_transform,
     pad_crop_flip,
 )
-from splitattn.engine import recipe
-from splitattn.engine.recipe import (
-    cutmix,
-    drop_block_prob,
-    learning_rate,
-    mix_batch,
-    mixup,
-    mixup_active,
-    parameter_groups,
-    smooth_one_hot,
-    soft_cross_entropy,
-)
+from splitattn.engine.optim import parameter_groups
 from splitattn.layers import DropBlock2D, set_drop_block_prob
 from tests.conftest import foolbox_photos
 
@@ -169,6 +169,8 @@ def test_autoaugment_policy_wiring_and_order():
     assert "AutoAugment" not in [type(s).__name__ for s in plain]
     large = imagenet_train_transform(320).transforms
     assert isinstance(large[2], DistortedBoxCrop)
+    erased = imagenet_train_transform(224, random_erasing=0.25).transforms[-1]
+    assert isinstance(erased, transforms.RandomErasing) and erased.p == 0.25 and erased.value == "random"
     with Image.open(foolbox_photos()[0]) as img:
         torch.manual_seed(0)
         assert imagenet_train_transform(224)(img).shape == (3, 224, 224)

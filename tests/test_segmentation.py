@@ -9,13 +9,20 @@ import pytest
 import resnest.torch as official
 import torch
 
+from benchmarks.scenes.generator import make_scenes
 from splitattn.cli import main
-from splitattn.config import ConfigError
-from splitattn.data.scenes import make_scenes
+from splitattn.engine.config import ConfigError
 from splitattn.segmentation import create_segmenter
 from splitattn.segmentation.config import load_segment_config
-from splitattn.segmentation.train import poly_learning_rate
+from splitattn.segmentation.task import poly_learning_rate
 from tests.conftest import max_rel_diff, randomize_
+
+# A compact DeepLabV3+ (aux head) on the 64 px scenes: the folder dataset reads their semantic maps
+SMALL_DEEPLAB = ["model.kind=deeplabv3plus", "model.backbone=resnest14", "model.pretrained_backbone=false",
+                 "model.overrides.base_planes=16", "model.overrides.stem_width=16", "model.overrides.stem_stride=2",
+                 "model.output_stride=16", "model.head_channels=64", "model.norm=bn", "data.dataset=folder",
+                 "data.num_classes=11", "data.label_dir=semantic", "data.scale_range=[0.75,1.5]", "data.workers=0",
+                 "optim.lr=0.01", "engine.device=cpu", "engine.amp=bf16", "engine.progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -84,27 +91,6 @@ def test_deeplabv3plus_decoder_reads_the_stride4_map():
     assert not torch.allclose(plain, other)
 
 
-def test_class_prior_init_starts_at_the_label_frequencies(scenes):
-    from splitattn.data import segmentation as seg
-    from splitattn.segmentation.train import class_frequencies
-
-    dataset = seg.scenes(scenes, "train")
-    counts = torch.ones(11, dtype=torch.float64)
-    for index in range(len(dataset)):
-        counts += torch.bincount(dataset[index][1].reshape(-1), minlength=11).double()
-    frequencies = class_frequencies(dataset)
-    torch.testing.assert_close(frequencies, (counts / counts.sum()).float())
-    assert frequencies[0] > 0.6  # background dominates the scenes
-    model = create_segmenter("deeplabv3", "resnest14", num_classes=11, output_stride=16, base_planes=16,
-                             head_channels=32).eval()
-    model.init_class_prior(frequencies)
-    with torch.no_grad():
-        probabilities = model(dataset[0][0][None])["out"].softmax(1).mean((0, 2, 3))
-    torch.testing.assert_close(probabilities, frequencies, atol=0.02, rtol=0)
-    with pytest.raises(ValueError, match="11 positive class frequencies"):
-        model.init_class_prior(torch.zeros(11))
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError, match="output_stride"):
         create_segmenter("deeplabv3", "resnest14", output_stride=32)
@@ -115,7 +101,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="atrous_rates"):
         create_segmenter("deeplabv3", "resnest14", atrous_rates=(0, 6, 12))
     with pytest.raises(ConfigError, match="atrous_rates"):
-        load_segment_config("configs/segmentation/scenes_deeplabv3_cpu.yaml", ["model.atrous_rates=[2,4]"])
+        load_segment_config(None, ["model.atrous_rates=[2,4]"])
     with pytest.raises(ValueError, match="resnest50"):
         create_segmenter("deeplabv3", "resnest5O")
 
@@ -128,11 +114,12 @@ def test_poly_schedule():
 
 def test_overfitting_four_scenes_raises_miou(scenes):
     """The training path learns: 60 SGD steps on four real-object scenes lift mIoU far above the start."""
-    from splitattn.data import segmentation as seg
     from splitattn.segmentation import ConfusionMatrix, segmentation_loss
+    from splitattn.segmentation import data as seg
 
     torch.manual_seed(0)
-    dataset = seg.scenes(scenes, "train", transform=seg.SegmentationEvalTransform())
+    dataset = seg.folder(scenes, "train", transform=seg.SegmentationEvalTransform(), num_classes=11,
+                         label_dir="semantic")
     images, labels = (torch.stack(t) for t in zip(*[dataset[i] for i in range(4)]))
     model = create_segmenter("deeplabv3", "resnest14", num_classes=11, output_stride=16, norm="bn", base_planes=16,
                              stem_width=16, stem_stride=2, avd_first=True)
@@ -159,14 +146,13 @@ def test_overfitting_four_scenes_raises_miou(scenes):
 
 def test_short_training_and_cli(scenes, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["segment", "train", "--config", "configs/segmentation/scenes_deeplabv3_cpu.yaml", f"data.root={scenes}",
-            "data.base_size=64", "data.crop_size=64", "model.pretrained_backbone=false", "optim.batch_size=8",
-            "optim.max_iters=40", "engine.eval_every_iters=20", "eval.final_scales=false", "data.workers=0",
-            "engine.progress=false", "engine.log_every_iters=5", f"engine.out_dir={out}", "engine.compile=true",
+    args = ["segment", "train", *SMALL_DEEPLAB, f"data.root={scenes}", "data.base_size=64", "data.crop_size=64",
+            "optim.batch_size=8", "optim.max_iters=40", "engine.eval_every_steps=20", "eval.final_scales=false",
+            "engine.log_every_steps=5", f"engine.out_dir={out}", "engine.compile=true",
             "--summary-json", str(tmp_path / "s.json")]
     assert main(args) == 0
-    # The engine end to end, compiled as the preset (learning itself: test_overfitting_four_scenes_raises_miou).
-    evals = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
+    # The engine end to end, compiled (learning itself: test_overfitting_four_scenes_raises_miou).
+    evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
     last = json.loads((tmp_path / "s.json").read_text())["metrics"]["mIoU"]
     assert [e["step"] for e in evals] == [20, 40]
     assert 0.0 <= last <= 1.0
@@ -174,43 +160,10 @@ def test_short_training_and_cli(scenes, tmp_path, capsys):
         assert (out / name).is_file(), name
     checkpoint = str(out / "checkpoints" / "last.pth")
     capsys.readouterr()
-    assert main(["segment", "eval", "--checkpoint", checkpoint, "--scales", "1.0", "--refine-steps", "0", "--json",
+    assert main(["segment", "eval", "--checkpoint", checkpoint, "--scales", "1.0", "--json",
                  str(tmp_path / "m.json")]) == 0
-    # the run evaluated under bf16 autocast (the preset), `segment eval` in fp32
+    # the run evaluated under bf16 autocast, `segment eval` in fp32
     assert json.loads((tmp_path / "m.json").read_text())["mIoU"] == pytest.approx(last, abs=1e-3)
     image = next((scenes / "val" / "images").glob("*.png"))
     assert main(["segment", "predict", "--checkpoint", checkpoint, str(image), "--out-dir", str(tmp_path / "p")]) == 0
     assert (tmp_path / "p" / f"{image.stem}_segmentation.png").is_file()
-    # the preset refines its final prediction (eval.refine_steps 32); the same pass reports the plain figure
-    assert main(["segment", "eval", "--checkpoint", checkpoint, "--scales", "1.0", "--json",
-                 str(tmp_path / "r.json")]) == 0
-    refined = json.loads((tmp_path / "r.json").read_text())
-    assert refined["refine"]["steps"] == 32 and 0.0 <= refined["mIoU"] <= 1.0
-    assert refined["mIoU_unrefined"] == pytest.approx(last, abs=1e-3)
-    with pytest.raises(SystemExit, match="odd"):
-        main(["segment", "eval", "--checkpoint", checkpoint, "--refine-window", "4"])
-
-
-def test_time_budget_fits_the_iterations_and_resume_keeps_them(scenes, tmp_path):
-    from splitattn.models.weights import read_checkpoint_file
-    from splitattn.segmentation.train import train_segmenter
-
-    out, budget_s = tmp_path / "budget", 30.0
-    overrides = [f"data.root={scenes}", "data.base_size=64", "data.crop_size=64", "model.pretrained_backbone=false",
-                 "optim.batch_size=4", "optim.max_iters=1000000", f"optim.time_budget_min={budget_s / 60}",
-                 "eval.final_scales=false", "data.workers=0", "engine.progress=false", "engine.compile=false",
-                 "engine.log_every_iters=1", f"engine.out_dir={out}"]
-    cfg = load_segment_config("configs/segmentation/scenes_deeplabv3_cpu.yaml", overrides)
-    summary = train_segmenter(cfg)
-    print(f"budget {budget_s} s: {summary.iterations} iterations in {summary.train_s:.1f} s")
-    assert 60 <= summary.iterations < 1000000 and summary.train_s < 1.5 * budget_s
-    ckpt = read_checkpoint_file(out / "checkpoints" / "last.pth")
-    assert ckpt["fitted_max_iters"] == ckpt["config"]["optim"]["max_iters"] == summary.iterations
-    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
-    assert steps[-1]["step"] == summary.iterations and steps[-1]["lr"] < 0.05 * cfg.optim.lr  # poly to the new end
-    # resuming the finished run keeps the fitted end instead of training on towards 1,000,000
-    resumed = train_segmenter(load_segment_config("configs/segmentation/scenes_deeplabv3_cpu.yaml",
-                                                  [*overrides, "engine.resume=auto"]))
-    assert resumed.iterations == summary.iterations
-    with pytest.raises(ConfigError, match="time_budget_min"):
-        load_segment_config("configs/segmentation/scenes_deeplabv3_cpu.yaml", ["optim.time_budget_min=-1"])

@@ -1,4 +1,4 @@
-"""Segmentation data (ADE20K / VOC / scenes layouts, transforms) and metrics (confusion matrix, inference)."""
+"""Segmentation data (ADE20K / VOC / folder layouts, transforms) and metrics (confusion matrix, inference)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,20 @@ import torch
 from PIL import Image
 from torch import nn
 
-from splitattn.data.fashion_mnist import DEBIAN_DIR
-from splitattn.data.segmentation import (
+from splitattn.classification.fashion_mnist import DEBIAN_DIR
+from splitattn.data.images import DatasetError
+from splitattn.segmentation.data import (
     ADE20K_CLASSES,
     VOC_CLASSES,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
     ade20k,
     collate_segmentation,
-    scenes,
+    folder,
     voc,
 )
-from splitattn.data.voc_photo import load_voc_photo
 from splitattn.segmentation.metrics import ConfusionMatrix, predict_logits
+from tests.voc_photo import load_voc_photo
 
 # ---------------------------------------------------------------------------------------------- metrics
 
@@ -265,17 +266,19 @@ def test_voc_layout_palette_labels(tmp_path, voc_photo):
 def scene_root(tmp_path_factory):
     if not DEBIAN_DIR.is_dir():
         raise pytest.UsageError("Fashion-MNIST is not installed: `apt-get install dataset-fashion-mnist`")
-    from splitattn.data.scenes import make_scenes
+    from benchmarks.scenes.generator import make_scenes
 
     root = tmp_path_factory.mktemp("scenes")
     make_scenes(root, 4, 2, size=64, progress=False)
     return root
 
 
-def test_scenes_dataset(scene_root):
-    train, val = scenes(scene_root, "train"), scenes(scene_root, "val")
+def test_folder_dataset_on_the_scenes(scene_root):
+    names = ["background", "T-shirt/top", *(f"garment {i}" for i in range(2, 11))]
+    train = folder(scene_root, "train", num_classes=11, class_names=names, label_dir="semantic")
+    val = folder(scene_root, "val", num_classes=11, label_dir="semantic")
     assert (len(train), len(val)) == (4, 2) and train.num_classes == 11
-    assert train.class_names[0] == "background" and train.class_names[1] == "T-shirt/top"
+    assert train.class_names[1] == "T-shirt/top" and val.class_names[1] == "class 1"
     stats = train.check()
     assert stats["ignored_pixels"] == 0 and stats["class_pixels"][0] > 0 and sum(stats["class_pixels"][1:]) > 0
     image, target = train[0]
@@ -349,3 +352,15 @@ def test_eval_transform_keeps_label():
     assert isinstance(images, list) and isinstance(labels, list)
     with pytest.raises(ValueError, match="label size"):
         SegmentationEvalTransform()(wide, label)
+
+
+def test_folder_dataset_bad_input(scene_root):
+    with pytest.raises(DatasetError, match="needs data.num_classes"):
+        folder(scene_root, "train")
+    with pytest.raises(DatasetError, match="label folder .*labels does not exist"):
+        folder(scene_root, "train", num_classes=11)  # the scenes keep their maps in semantic/, not labels/
+    with pytest.raises(DatasetError, match="lists 2 names for data.num_classes=11"):
+        folder(scene_root, "train", num_classes=11, class_names=["a", "b"], label_dir="semantic")
+    too_few = folder(scene_root, "train", num_classes=3, label_dir="semantic")  # the maps hold up to class 10
+    with pytest.raises(ValueError, match="outside the classes 0..2"):
+        too_few.check()

@@ -1,5 +1,5 @@
 """End to end through the CLI a user runs: training on real Fashion-MNIST, eval, predict, resume after
-SIGTERM and SIGKILL, divergence, bad input, and torchrun with two gloo processes."""
+SIGTERM and SIGKILL, divergence, bad input, a folder that holds a run, and torchrun with two gloo processes."""
 
 from __future__ import annotations
 
@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from splitattn.engine.checkpoint import atomic_save
-from splitattn.models.weights import CheckpointError
 from tests.conftest import foolbox_photos
 from tests.test_data import _require_fashion_mnist
 
 CONFIG = "configs/fashion_mnist/resnest_cpu.yaml"
 # a tiny ResNeSt and a 1024-image subset: ~16 steps per epoch, seconds per run
 # engine.device=cpu: these runs test the engine (resume, gloo DDP) and compare losses across runs exactly
-TINY = ["engine.device=cpu", "engine.compile=false", "engine.eval_every_epochs=1", "optim.weight_decay=0.0001",
+TINY = ["engine.device=cpu", "engine.compile=false", "optim.weight_decay=0.0001",
         "model.overrides.avd_first=false", "model.overrides.base_planes=8", "model.overrides.stem_width=8",
         "data.train_subset=1024",
         "data.val_subset=256", "optim.batch_size=64", "optim.epochs=6", "optim.warmup_epochs=1",
@@ -68,15 +66,16 @@ def test_training_on_real_fashion_mnist_through_the_cli(tmp_path):
     _require_fashion_mnist()
     out = tmp_path / "run"
     result = splitattn("train", "--config", CONFIG, "data.train_subset=8000", "optim.epochs=2", "optim.batch_size=128",
-                       "optim.warmup_epochs=0.5", "engine.compile=false", "engine.eval_every_epochs=1",
+                       "optim.warmup_epochs=0.5", "engine.compile=false", "engine.eval_every_steps=0",
                        "engine.progress=false", f"engine.out_dir={out}")
     last = result.stdout.strip().splitlines()[-1]
-    match = re.fullmatch(r"resnest14: test top-1 ([\d.]+)% after 2 epoch\(s\), 124 steps, wall time \d+m\d\ds", last)
+    match = re.fullmatch(r"resnest14: top-1 ([\d.]+)% on 10000 images after 2 epoch\(s\), 124 steps, "
+                         r"wall time \d+m\d\ds", last)
     assert match, last
     top1 = float(match.group(1))
     assert top1 >= 78.0, f"2 epochs on 8000 real images should beat 78% (chance is 10%), got {top1}"
     for name in ("checkpoints/best.pth", "checkpoints/last.pth", "curves.png", "predictions.png",
-                 "metrics.csv", "steps.jsonl", "epochs.jsonl"):
+                 "metrics.csv", "steps.jsonl", "evals.jsonl"):
         assert (out / name).is_file(), name
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "predictions.png").stat().st_size > 10_000
     assert list((out / "tensorboard").glob("events.out.tfevents.*")), "tensorboard is installed: it must log"
@@ -101,12 +100,12 @@ def test_resume_after_sigterm_and_sigkill_replays_the_same_losses(tmp_path, unin
     wait_for_steps(out, 12, first)
     first.send_signal(signal.SIGTERM)
     stdout, _ = first.communicate(timeout=120)
-    assert first.returncode == 0 and "stopped early: SIGTERM" in stdout
+    assert first.returncode == 0 and "stopped early: SIGTERM received" in stdout
     saved = torch.load(out / "checkpoints/last.pth", weights_only=True)
-    assert 12 <= saved["global_step"] < 96
+    assert 12 <= saved["step"] < 96
 
     second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    wait_for_steps(out, saved["global_step"] + 25, second)
+    wait_for_steps(out, saved["step"] + 25, second)
     second.kill()  # SIGKILL: no chance to save; up to 9 steps are lost and must be replayed
     second.wait()
     splitattn("train", "--config", CONFIG, *TINY, f"engine.out_dir={out}", "engine.resume=auto",
@@ -122,10 +121,10 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     result = splitattn("train", "--config", CONFIG, *TINY, "optim.lr=1e6", "optim.warmup_epochs=0",
                        "engine.checkpoint_every_steps=1", f"engine.out_dir={out}", check=False)
     assert result.returncode == 2
-    match = re.search(r"loss became (nan|inf) at epoch \d+ step \d+ \(global step (\d+)\)", result.stderr)
+    match = re.search(r"loss became (nan|inf) at step (\d+), epoch [\d.]+: stopped before that update", result.stderr)
     assert match, result.stderr[-2000:]
     saved = torch.load(out / "checkpoints/last.pth", weights_only=True)
-    assert saved["global_step"] == int(match.group(2)) - 1
+    assert saved["step"] == int(match.group(2)) - 1
 
 
 def test_resume_from_another_model_is_refused(tmp_path, uninterrupted):
@@ -149,20 +148,34 @@ def test_bad_input_is_a_clear_error_before_training(tmp_path, overrides, message
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = tmp_path / "checkpoints" / "last.pth"
-    atomic_save({"global_step": 1, "w": torch.ones(3)}, path)
+def test_a_folder_that_holds_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, uninterrupted):
+    """A second `train` into the same --out-dir must not replace a finished run's checkpoints and logs."""
+    _require_fashion_mnist()
+    out = tmp_path / "run"
+    short = [*TINY, "optim.epochs=1", "data.train_subset=256", f"engine.out_dir={out}"]
+    splitattn("train", "--config", CONFIG, *short)
+    before = (out / "checkpoints/last.pth").read_bytes(), (out / "steps.jsonl").read_text()
+    again = splitattn("train", "--config", CONFIG, *short, check=False)
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert f"{out} already holds a run" in again.stderr and "--resume auto" in again.stderr
+    assert "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert ((out / "checkpoints/last.pth").read_bytes(), (out / "steps.jsonl").read_text()) == before
+    replaced = splitattn("train", "--config", CONFIG, *short, "optim.lr=0.01", "--overwrite")
+    assert "top-1" in replaced.stdout
+    assert (out / "checkpoints/last.pth").read_bytes() != before[0]
+    assert len(losses(out)) == 4  # the new run's 4 steps, not appended to the old log
 
-    def full_disk(obj, handle):
-        handle.write(b"partial bytes")
-        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match="the disk is full; the previous last.pth is intact"):
-        atomic_save({"global_step": 2, "w": torch.zeros(3)}, path)
-    monkeypatch.undo()
-    assert torch.load(path, weights_only=True)["global_step"] == 1
-    assert [p.name for p in path.parent.iterdir()] == ["last.pth"]
+def test_unreadable_training_images_are_named_once_not_counted_per_load(tmp_path):
+    from tests.test_data import make_folder
+
+    root = make_folder(tmp_path / "data", per_class=3, broken=2)
+    result = splitattn("train", "data.dataset=imagefolder", f"data.root={root}", "model.name=resnest14",
+                       "data.train_crop=32", "data.eval_crop=32", "data.workers=0", "optim.batch_size=4",
+                       "optim.epochs=3", "optim.warmup_epochs=0", *TINY[:2], "engine.progress=false",
+                       "engine.tensorboard=false", f"engine.out_dir={tmp_path / 'run'}")
+    note = next(line for line in result.stdout.splitlines() if line.startswith("skipped"))
+    assert note.startswith("skipped 2 unreadable training image file(s): ") and note.count("broken") == 2, note
 
 
 def _torchrun(out: Path, *extra: str, restarts: int = 0) -> subprocess.Popen:
@@ -222,9 +235,26 @@ def test_max_steps_then_resume_to_the_end_then_resume_a_finished_run(tmp_path, u
     out = tmp_path / "capped"
     capped = splitattn("train", "--config", CONFIG, *TINY, "engine.max_steps=5", f"engine.out_dir={out}").stdout
     assert "stopped early: engine.max_steps=5 reached" in capped
-    assert torch.load(out / "checkpoints/last.pth", weights_only=True)["global_step"] == 5
+    assert torch.load(out / "checkpoints/last.pth", weights_only=True)["step"] == 5
     splitattn("train", "--config", CONFIG, *TINY, "--resume", "auto", f"engine.out_dir={out}")
     expected, got = losses(uninterrupted), losses(out)
     assert all(got[s] == pytest.approx(expected[s], rel=1e-6, abs=1e-7) for s in expected)
     again = splitattn("train", "--config", CONFIG, *TINY, "--resume", "auto", f"engine.out_dir={out}").stdout
-    assert re.search(r"test top-1 [\d.]+% after 0 epoch\(s\), 96 steps", again), again[-500:]
+    assert "resumed from" in again and re.search(r"top-1 [\d.]+% on 256 images after 6 epoch\(s\), 96 steps",
+                                                   again), again[-500:]
+
+
+def test_two_torchrun_agents_as_two_nodes_match_one_process(tmp_path, uninterrupted):
+    """`--nnodes 2`: two agents (one process each) meet in a c10d rendezvous on 127.0.0.1, as two machines would."""
+    from tests.conftest import two_node_torchrun
+
+    out = tmp_path / "two_nodes"
+    agents = two_node_torchrun(["splitattn", "train", "--config", CONFIG, *TINY, "engine.sync_bn=true",
+                                f"engine.out_dir={out}"], ENV)
+    for agent in agents:
+        assert agent.returncode == 0, agent.stderr[-3000:]
+    assert "2 process(es) × 32 images (global batch 64" in agents[0].stdout + agents[1].stdout
+    single, double = losses(uninterrupted), losses(out)
+    assert sorted(double) == list(range(1, 97))
+    assert all(double[s] == pytest.approx(single[s], rel=1e-4) for s in (1, 2, 3))  # as the one-node test
+    assert double[96] < 0.6 * double[1]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import shutil
+import subprocess
 import threading
 import warnings
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 import splitattn
-from splitattn.models.weights import CheckpointError, cache_dir, read_state_dict
+from splitattn.models.weights import CheckpointError, atomic_save, cache_dir, read_checkpoint_file, read_state_dict
 from splitattn.models.zoo import Checkpoint, ModelEntry, get_entry, register_model, unregister_model
 
 
@@ -193,11 +195,84 @@ def test_truncated_and_foreign_files(tmp_path):
     torch.save(splitattn.create_model("resnest14").state_dict(), good)
     cut = tmp_path / "cut.pth"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match="not a checkpoint: its zip archive is truncated or corrupt"):
         read_state_dict(cut)
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="not a state_dict"):
         read_state_dict(tmp_path / "list.pth")
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "is empty (0 bytes): not a checkpoint"),  # was an IndexError
+    (b"hello world\n", "is not a checkpoint: it holds text ('hello world'"),  # was a KeyError
+    (b"PK\x03\x04 not really a zip", "is not a checkpoint: its zip archive is truncated or corrupt"),
+    (bytes(range(256)) * 4, "is not a checkpoint: its bytes are not a PyTorch checkpoint"),
+])
+def test_files_that_are_not_checkpoints_are_named_as_such(tmp_path, content, message):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint_file(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match="is a directory"):
+        read_checkpoint_file(tmp_path)
+
+
+def _torch_zip_writer_on_a_full_disk(obj, handle):
+    """What torch.save raises when the disk fills mid-write (seen on a full tmpfs): a RuntimeError from its zip
+    writer, no errno."""
+    handle.write(b"partial bytes")
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "last.pth"
+    atomic_save({"step": 1, "w": torch.ones(3)}, path)
+    monkeypatch.setattr(torch, "save", _torch_zip_writer_on_a_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(CheckpointError, match=r"the disk is full \(0.0 MiB free\); the previous last.pth is intact"):
+        atomic_save({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pth"]  # no temporary file left behind
+
+
+def test_other_write_failures_and_interrupts_leave_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pth"
+
+    def fails(obj, handle):
+        handle.write(b"partial")
+        raise ValueError("cannot pickle this")
+
+    monkeypatch.setattr(torch, "save", fails)
+    with pytest.raises(CheckpointError, match="could not write .*last.pth: ValueError: cannot pickle this"):
+        atomic_save({"w": torch.ones(1)}, path)
+
+    def interrupted(obj, handle):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"w": torch.ones(1)}, path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_really_full_disk(tmp_path):
+    """On a 256 KiB tmpfs (root can mount one; CI runs as root): torch's own error becomes the full-disk message."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()}); the simulated test above ran")
+    try:
+        atomic_save({"w": torch.ones(1000)}, mount / "last.pth")
+        with pytest.raises(CheckpointError, match=r"the disk is full .*; the previous last.pth is intact"):
+            atomic_save({"w": torch.ones(200_000)}, mount / "last.pth")
+        assert [p.name for p in mount.iterdir()] == ["last.pth"]
+        assert torch.load(mount / "last.pth", weights_only=True)["w"].shape == (1000,)
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_wrapped_and_ddp_checkpoints_unwrap(tmp_path):

@@ -1,4 +1,8 @@
-"""`splitattn <command>`: argument parsing only; the work lives in the library."""
+"""`splitattn <command>`: argument parsing only; the work lives in the library.
+
+The core's verbs are here (list, info, download, demo, export, bench, convert); each task adds its own
+(classification: train / eval / predict; `detect …`; `segment …`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,17 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from .cli_tasks import add_task_commands
+from .cli_common import (
+    add_device_argument,
+    add_max_pixels_argument,
+    apply_max_pixels,
+    device_of,
+    positive_int,
+)
 from .models.weights import CheckpointError
+from .optional import MissingDependency
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -43,89 +53,12 @@ def _cmd_download(args: argparse.Namespace) -> None:
         print(f"{name}: {resolve_checkpoint(True, get_entry(name))}")
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
-    from .config import load_config
-    from .engine.trainer import train
-
-    shortcuts = [f"engine.resume={args.resume}"] if args.resume is not None else []
-    shortcuts += ["engine.sync_bn=true"] if args.sync_bn else []
-    shortcuts += [f"engine.amp={args.amp}"] if args.amp else []
-    shortcuts += [f"engine.out_dir={args.out_dir}"] if args.out_dir else []
-    summary = train(load_config(args.config, shortcuts + args.overrides))
-    if args.summary_json and summary.files:
-        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        import platform
-
-        import torch
-
-        machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                   "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-        Path(args.summary_json).write_text(json.dumps(
-            {**asdict(summary), "command": " ".join(["splitattn", *sys.argv[1:]]), "machine": machine},
-            indent=2) + "\n")
-    if summary.files:  # the main process reports
-        for name, path in summary.files.items():
-            print(f"{name:>12}: {path}")
-        if summary.skipped_images:
-            print(f"skipped {summary.skipped_images} unreadable training images (data.strict=true makes them fatal)")
-        if summary.stopped:
-            print(f"stopped early: {summary.stopped}")
-        top1 = "n/a" if summary.val_top1 is None else f"{summary.val_top1:.2f}%"
-        minutes, seconds = divmod(round(summary.wall_s), 60)
-        print(f"{summary.model}: test top-1 {top1} after {summary.epochs} epoch(s), {summary.global_step} steps, "
-              f"wall time {minutes}m{seconds:02d}s")
-
-
-def _cmd_eval(args: argparse.Namespace) -> None:
-    import torch
-
-    from .engine.evaluate import evaluate
-    from .inference import eval_batches, load_predictor
-
-    predictor = _fast(load_predictor(args.checkpoint, args.model, args.pretrained), args)
-    batches = eval_batches(predictor, args.dataset, args.data, args.split, args.batch_size, args.workers)
-    engine = predictor.meta.get("config", {}).get("engine", {})  # a training checkpoint: evaluate as trained
-    amp = args.amp or engine.get("amp", "none")
-    channels_last = bool(engine.get("channels_last", False))
-    if channels_last and not args.deploy:
-        predictor.model.to(memory_format=torch.channels_last)
-    metrics = evaluate(predictor.model, batches, torch.device("cpu"), amp, channels_last)
-    print(f"{predictor.source}: top-1 {metrics['val_top1']:.2f}%  top-5 {metrics['val_top5']:.2f}%  "
-          f"loss {metrics['val_loss']:.4f} on {metrics['val_count']} images"
-          + (f" ({metrics['val_skipped']} unreadable skipped)" if metrics["val_skipped"] else ""))
-
-
-def _cmd_predict(args: argparse.Namespace) -> None:
-    from PIL import Image
-
-    from .inference import load_predictor
-
-    predictor = _fast(load_predictor(args.checkpoint, args.model, args.pretrained), args)
-    for path in args.images:
-        with Image.open(path) as img:
-            top = predictor.topk(img, args.topk)
-        print(f"{path}:")
-        for name, prob, index in top:
-            print(f"  {prob:7.2%}  {index:4d}  {name}")
-
-
-def _fast(predictor, args: argparse.Namespace):
-    """Apply --deploy (fused inference form) and --compile (torch.compile with frozen weights)."""
-    from .deploy import compile_for_inference, deploy
-
-    if args.deploy:
-        predictor.model = deploy(predictor.model)
-    if args.compile:
-        predictor.model = compile_for_inference(predictor.model)
-    return predictor
-
-
 def _load_for_export(args: argparse.Namespace):
-    from .inference import load_predictor
+    from .classification.inference import load_predictor
     from .models.zoo import get_entry
 
     if Path(args.source).exists():
-        return load_predictor(args.source, args.model, False)
+        return load_predictor(args.source, args.model, False, verb="export")
     get_entry(args.source)  # an unknown name fails here with the close matches
     return load_predictor(None, args.source, args.pretrained)
 
@@ -134,6 +67,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from .deploy import deploy
     from .export import check_export, export_model
 
+    apply_max_pixels(args)
     predictor = _load_for_export(args)
     model = deploy(predictor.model) if args.deploy else predictor.model
     images = _export_images(predictor, args)
@@ -152,20 +86,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _export_images(predictor, args: argparse.Namespace):
-    """The images to check the export on: --images, else four foolbox ImageNet photos (real photos)."""
+    """The images to check the export on: --images, else the sample photos shipped with splitattn."""
     import torch
-    from PIL import Image
 
-    from .demo import sample_photos
+    from .data.images import open_image
+    from .data.sample_photos import sample_photos
 
-    paths = [Path(p) for p in args.images or []] or sample_photos()[:4]
-    if not paths:
-        raise ValueError("no images to check the export on: pass --images FILE…")
-    tensors = []
-    for path in paths:
-        with Image.open(path) as img:
-            tensors.append(predictor.transform(img))
-    return torch.stack(tensors)
+    paths = [Path(p) for p in args.images or []] or [photo.path for photo in sample_photos()]
+    return torch.stack([predictor.transform(open_image(path)) for path in paths])
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -177,7 +105,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     config = BenchConfig(model=args.model, batch_sizes=tuple(int(b) for b in split(args.batch_sizes)),
                          image_size=args.image_size, dtypes=split(args.dtypes), layouts=split(args.layouts),
                          modes=split(args.modes), train=not args.no_train, peers=split(args.peers),
-                         repeats=args.repeats, device=args.device)
+                         repeats=args.repeats, device=device_of(args).type)
     result = run_bench(config)
     print(format_table(result))
     if args.json:
@@ -189,7 +117,16 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(args.model, args.image)
+    apply_max_pixels(args)
+    run_demo(args.model, args.image, device_of(args))
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from .models.key_converters import convert_checkpoint_file
+
+    for note in convert_checkpoint_file(args.source, args.output, source=args.layout):
+        print(note)
+    print(f"wrote {args.output} (official ResNeSt keys: load with create_model(..., pretrained=PATH))")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,38 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", help="model names")
     p.set_defaults(func=_cmd_download)
 
-    p = sub.add_parser("train", help="train from a YAML config and key=value overrides (torchrun: several processes)")
-    p.add_argument("--config", help="YAML file, e.g. configs/imagenet/resnest50.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.epochs=10 data.root=/data/imagenet")
-    p.add_argument("--resume", metavar="auto|PATH", help="= engine.resume ('auto': OUT_DIR/checkpoints/last.pth)")
-    p.add_argument("--sync-bn", action="store_true", help="= engine.sync_bn=true (SyncBN on GPU, CPU fallback on gloo)")
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"], help="= engine.amp")
-    p.add_argument("--out-dir", help="= engine.out_dir")
-    p.add_argument("--summary-json", help="also write the run summary (accuracy, wall time, files) to this file")
-    p.set_defaults(func=_cmd_train)
-
-    for name, helptext in (("eval", "top-1/top-5 of a checkpoint or zoo model on a dataset"),
-                           ("predict", "top-5 classes of images")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--checkpoint", help="a training checkpoint (runs/…/best.pth) or a state_dict (with --model)")
-        p.add_argument("--model", help="zoo model name, for --pretrained or a plain state_dict")
-        p.add_argument("--pretrained", action="store_true", help="use the released weights of --model")
-        p.add_argument("--deploy", action="store_true", help="run the fused inference form (splitattn.deploy)")
-        p.add_argument("--compile", action="store_true", help="torch.compile with frozen weights (slow first call)")
-        if name == "eval":
-            p.add_argument("--data", help="dataset root: ROOT/<split>/CLASS/*.jpg, or the Fashion-MNIST folder")
-            p.add_argument("--dataset", choices=["imagefolder", "fashion_mnist"],
-                           help="default: the checkpoint's, else imagefolder")
-            p.add_argument("--split", default="val", help="split folder (default val)")
-            p.add_argument("--batch-size", type=int, default=64)
-            p.add_argument("--workers", type=int, default=2)
-            p.add_argument("--amp", choices=["none", "bf16"], help="default: the checkpoint's training setting")
-            p.set_defaults(func=_cmd_eval)
-        else:
-            p.add_argument("images", nargs="+", help="image files")
-            p.add_argument("--topk", type=int, default=5)
-            p.set_defaults(func=_cmd_predict)
-
     p = sub.add_parser("export", help="write ONNX or TorchScript (dynamic batch), then run it and compare")
     p.add_argument("source", help="zoo model name, or a checkpoint file (with --model for a plain state_dict)")
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
@@ -251,29 +156,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="zoo model name for a plain state_dict")
     p.add_argument("--pretrained", action="store_true", help="the released weights of the named model")
     p.add_argument("--output", help="output file (default: NAME[-deploy].onnx / .pt here)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--images", nargs="*", help="real images to check the export on (default: foolbox photos)")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--images", nargs="*", help="real images to check the export on (default: the sample photos "
+                                               "shipped with splitattn)")
+    add_max_pixels_argument(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="throughput and memory: ours (plain, deploy) vs timm and torchvision")
     p.add_argument("--model", default="resnest50", help="zoo model (default resnest50)")
     p.add_argument("--batch-sizes", default="16", help="comma-separated (default 16)")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=positive_int, default=224)
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32,bf16 (fp16 on GPU)")
     p.add_argument("--layouts", default="nchw,nhwc", help="nchw,nhwc (deploy is always NHWC inside)")
     p.add_argument("--modes", default="eager,compiled", help="eager,compiled")
     p.add_argument("--peers", default="timm,torchvision", help="timm,torchvision (timm is optional)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls per row (median)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed calls per row (median)")
+    add_device_argument(p)
     p.add_argument("--json", help="write the result here, e.g. benchmarks/results/bench.json")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="the zoo table and a real photo through a model")
     p.add_argument("--model", default="resnest50", help="model name (default resnest50)")
-    p.add_argument("--image", help="image file (default: a real ImageNet photo from the foolbox wheel)")
+    p.add_argument("--image", help="image file (default: a sample photo shipped with splitattn)")
+    add_device_argument(p)
+    add_max_pixels_argument(p)
     p.set_defaults(func=_cmd_demo)
-    add_task_commands(sub)
+
+    p = sub.add_parser("convert", help="detectron2 / mmdet / mmpretrain ResNeSt checkpoint → official key layout")
+    p.add_argument("source", help="checkpoint file (.pth)")
+    p.add_argument("output", help="output state_dict file")
+    p.add_argument("--from", dest="layout", default="auto",
+                   choices=["auto", "official", "detectron2", "mmdet", "mmpretrain"],
+                   help="source key layout (default: detected)")
+    p.set_defaults(func=_cmd_convert)
+
+    from .classification.cli import add_commands as classification_commands
+    from .detection.cli import add_commands as detection_commands
+    from .segmentation.cli import add_commands as segmentation_commands
+
+    classification_commands(sub)
+    detect = sub.add_parser("detect", help="Faster / Mask / Cascade R-CNN with a ResNeSt-FPN backbone")
+    detection_commands(detect.add_subparsers(dest="task", required=True))
+    segment = sub.add_parser("segment", help="DeepLabV3 / DeepLabV3+ / FCN semantic segmentation on a dilated ResNeSt")
+    segmentation_commands(segment.add_subparsers(dest="task", required=True))
     return parser
 
 
@@ -284,10 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
+    command = " ".join([args.command, *([args.task] if getattr(args, "task", None) else [])])
     try:
         args.func(args)
-    except (CheckpointError, ValueError, TypeError, RuntimeError, OSError) as err:
-        print(f"splitattn {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"splitattn {command}: interrupted", file=sys.stderr)
+        return 130
+    except (CheckpointError, MissingDependency, ValueError, TypeError, RuntimeError, OSError) as err:
+        print(f"splitattn {command}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .optional import require
+
 FORMATS = ("onnx", "torchscript")
 MIN_OPSET, MAX_OPSET = 18, 23  # what torch.onnx's exporter (torch.export based) writes
 
@@ -44,11 +46,8 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, image_size: int, 
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise ExportError(f"opset {opset} is out of reach: torch.onnx writes opsets {MIN_OPSET}-{MAX_OPSET} "
                               f"(use --opset {MIN_OPSET}, or convert the file afterwards with onnx.version_converter)")
-        try:
-            import onnxscript  # noqa: F401
-        except ImportError:
-            raise ExportError("ONNX export needs onnx and onnxscript: "
-                              "pip install onnx onnxscript onnxruntime") from None
+        require("onnx", "ONNX export")
+        require("onnxscript", "ONNX export")
         batch = torch.export.Dim("batch", min=1, max=4096)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -70,10 +69,7 @@ def run_exported(path: Path, fmt: str):
             with torch.inference_mode():
                 return loaded(images)
         return run
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ExportError("checking the ONNX file needs onnxruntime: pip install onnxruntime") from None
+    ort = require("onnxruntime", "checking the ONNX file")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 

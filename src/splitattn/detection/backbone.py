@@ -17,8 +17,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from ..models import create_model
 from ..models.resnest import ResNeStFeatures
 
-# Backbone norms a detector can use: "syncbn" builds BatchNorm and the detector converts it (CPU
-# fallback included) with splitattn.layers.convert_sync_batchnorm.
+# Backbone norms a detector can use ("syncbn": splitattn.layers.SyncBatchNorm, synchronised under torchrun)
 BACKBONE_NORMS = ("frozenbn", "bn", "syncbn", "gn")
 
 
@@ -87,6 +86,6 @@ def build_backbone(name: str = "resnest50", pretrained: bool | str = False, norm
     if "norm_layer" in overrides or "num_classes" in overrides:
         raise ValueError("set the backbone norm with norm=..., not norm_layer; a detection backbone has no classifier")
     body = create_model(name, pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4), progress=progress,
-                        norm_layer="bn" if norm == "syncbn" else norm, **overrides)
+                        norm_layer=norm, **overrides)
     freeze_stages(body, freeze_at)
     return ResNeStFPN(body, out_channels, fpn_norm)

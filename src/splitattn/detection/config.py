@@ -7,13 +7,11 @@ norms or biases), short side range-sampled in 640–800 (max 1333), test 800, Sy
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import ConfigError, build_config, read_config_data
-from ..engine.iteration_trainer import IterationEngineConfig
+from ..engine.config import EngineConfig, OptimConfig, TaskConfig, build_config, load_config
 
 
 @dataclass
@@ -41,6 +39,16 @@ class DetectModelConfig:
     detections_per_img: int = 100
     roi_sampling_ratio: int = 0  # RoIAlign samples per bin side; 0 = adaptive (detectron2)
 
+    def rules(self) -> list[tuple[bool, str]]:
+        return [
+            (self.size_sampling == "choice" or (len(self.train_sizes) == 2
+                                                and self.train_sizes[0] <= self.train_sizes[1]),
+             "model.train_sizes must be [low, high] with size_sampling=range"),
+            (bool(self.train_sizes) and min(self.train_sizes) >= 16 and self.test_size >= 16,
+             "image sizes must be >= 16 px"),
+            (0 <= self.freeze_at <= 5, "model.freeze_at must be 0..5 (2 = detectron2's default)"),
+        ]
+
     def sizes(self) -> tuple[int, ...]:
         if self.size_sampling == "range":
             low, high = self.train_sizes
@@ -67,67 +75,45 @@ class DetectDataConfig:
     val_annotations: str = "datasets/coco/annotations/instances_val2017.json"
     flip_prob: float = 0.5
     workers: int = 4
-    strict: bool = False  # bad annotations are fatal instead of dropped and counted
+    strict: bool = False  # bad annotations are fatal instead of dropped and counted (training and validation)
+
+    def rules(self) -> list[tuple[bool, str]]:
+        return [(0.0 <= self.flip_prob <= 1.0, "data.flip_prob must be in [0, 1]"),
+                (self.workers >= 0, "data.workers must be >= 0")]
 
 
 @dataclass
-class DetectOptimConfig:
+class DetectOptimConfig(OptimConfig):
     batch_size: int = 16  # images per iteration over all processes
     lr: float = 0.02
-    momentum: float = 0.9
     weight_decay: float = 1e-4  # conv / linear weights only
     max_iters: int = 90000
     steps: list[int] = field(default_factory=lambda: [60000, 80000])
     gamma: float = 0.1
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
-    grad_clip: float | None = None
+
+    def rules(self) -> list[tuple[bool, str]]:
+        return super().rules() + [
+            (self.max_iters >= 1 and self.lr > 0, "need optim.max_iters >= 1 and optim.lr > 0"),
+            (self.steps == sorted(self.steps) and all(0 < s <= self.max_iters for s in self.steps),
+             "optim.steps must be increasing iterations within max_iters"),
+            (0 <= self.warmup_iters <= self.max_iters and 0 < self.warmup_factor <= 1,
+             "need 0 <= optim.warmup_iters <= max_iters and 0 < warmup_factor <= 1"),
+        ]
 
 
 @dataclass
-class DetectEngineConfig(IterationEngineConfig):
-    out_dir: str = "runs/detect"
-
-
-@dataclass
-class DetectConfig:
+class DetectConfig(TaskConfig):
     model: DetectModelConfig = field(default_factory=DetectModelConfig)
     data: DetectDataConfig = field(default_factory=DetectDataConfig)
     optim: DetectOptimConfig = field(default_factory=DetectOptimConfig)
-    engine: DetectEngineConfig = field(default_factory=DetectEngineConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _check(cfg: DetectConfig) -> None:
-    m, o, e = cfg.model, cfg.optim, cfg.engine
-    rules = [
-        (m.size_sampling == "choice" or len(m.train_sizes) == 2 and m.train_sizes[0] <= m.train_sizes[1],
-         "model.train_sizes must be [low, high] with size_sampling=range"),
-        (bool(m.train_sizes) and min(m.train_sizes) >= 16 and m.test_size >= 16, "image sizes must be >= 16 px"),
-        (0 <= m.freeze_at <= 5, "model.freeze_at must be 0..5 (2 = detectron2's default)"),
-        (o.batch_size >= 1 and o.max_iters >= 1 and o.lr > 0, "need optim.batch_size, max_iters >= 1 and lr > 0"),
-        (o.steps == sorted(o.steps) and all(0 < s <= o.max_iters for s in o.steps),
-         "optim.steps must be increasing iterations within max_iters"),
-        (0 <= o.warmup_iters <= o.max_iters and 0 < o.warmup_factor <= 1, "need 0 <= warmup_iters <= max_iters"),
-        (e.checkpoint_every_iters >= 0 and e.eval_every_iters >= 0 and e.log_every_iters >= 1,
-         "engine intervals must be >= 0 (log_every_iters >= 1)"),
-        (0.0 <= cfg.data.flip_prob <= 1.0, "data.flip_prob must be in [0, 1]"),
-    ]
-    for ok, message in rules:
-        if not ok:
-            raise ConfigError(message)
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(out_dir="runs/detect"))
 
 
 def load_detect_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DetectConfig:
-    data = read_config_data(path, overrides, "configs/detection/coco_mask_rcnn_resnest50_1x.yaml")
-    cfg = build_config(DetectConfig, data)
-    _check(cfg)
-    return cfg
+    return load_config(DetectConfig, path, overrides)
 
 
 def detect_config_from_dict(data: dict[str, Any]) -> DetectConfig:
-    cfg = build_config(DetectConfig, data)
-    _check(cfg)
-    return cfg
+    return build_config(DetectConfig, data)

@@ -1,7 +1,8 @@
 """COCO evaluation with pycocotools: bbox and segm AP, AP50, AP75, APs/m/l.
 
 Predictions are gathered from every process and scored once, on the main process, against the
-dataset's own annotation file (crowd regions and all), exactly as the COCO server would.
+dataset's checked annotations (crowd regions kept, malformed ones dropped and reported when the dataset
+was read: :meth:`splitattn.detection.data.CocoDetection.coco_ground_truth`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torch import nn
 from tqdm import tqdm
 
-from ..engine.evaluate import autocast
+from ..engine.distributed import gather_objects
+from ..engine.loop import autocast
+from ..optional import require
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -33,6 +32,7 @@ def predictions_to_coco(prediction: dict[str, torch.Tensor], image_id: int, labe
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
     rles = []
     if "masks" in prediction:
+        mask_utils = require("pycocotools.mask", "COCO mask evaluation")
         binary = (prediction["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
         rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0))) if len(binary) else []
     records = []
@@ -47,13 +47,19 @@ def predictions_to_coco(prediction: dict[str, torch.Tensor], image_id: int, labe
     return records
 
 
-def load_coco(ann_file) -> COCO:
-    """pycocotools' index of an annotation file, without its console chatter."""
+def load_coco(annotations: str | dict):
+    """pycocotools' index of an annotation file or a COCO dict, without its console chatter."""
+    coco = require("pycocotools.coco", "COCO evaluation")
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(ann_file))
+        if isinstance(annotations, dict):
+            index = coco.COCO()
+            index.dataset = annotations
+            index.createIndex()
+            return index
+        return coco.COCO(str(annotations))
 
 
-def coco_metrics(coco_gt: COCO, results: list[dict], iou_type: str, image_ids: Iterable[int] | None = None,
+def coco_metrics(coco_gt, results: list[dict], iou_type: str, image_ids: Iterable[int] | None = None,
                  verbose: bool = False) -> dict[str, float]:
     """AP / AP50 / AP75 / APs / APm / APl (0..1) for ``iou_type`` 'bbox' or 'segm'.
 
@@ -64,7 +70,7 @@ def coco_metrics(coco_gt: COCO, results: list[dict], iou_type: str, image_ids: I
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         coco_dt = coco_gt.loadRes(results)
-        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator = require("pycocotools.cocoeval", "COCO evaluation").COCOeval(coco_gt, coco_dt, iou_type)
         if image_ids is not None:
             evaluator.params.imgIds = sorted(set(int(i) for i in image_ids))
         evaluator.evaluate()
@@ -74,22 +80,18 @@ def coco_metrics(coco_gt: COCO, results: list[dict], iou_type: str, image_ids: I
     return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])}
 
 
-def _gather(records: list[dict]) -> list[dict]:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return records
-    gathered: list[list[dict]] = [[] for _ in range(dist.get_world_size())]
-    dist.all_gather_object(gathered, records)
-    return [r for part in gathered for r in part]
+def _gather(records: list) -> list:
+    return [r for part in gather_objects(records) for r in part]
 
 
 @torch.no_grad()
 def evaluate_detector(model: nn.Module, dataset, device: torch.device, amp: str = "none", batch_size: int = 4,
                       rank: int = 0, world: int = 1, progress: bool = True, workers: int = 0) -> dict[str, float]:
-    """Run ``model`` over ``dataset`` (a :class:`splitattn.data.coco.CocoDetection`) and score it.
+    """Run ``model`` over ``dataset`` (a :class:`splitattn.detection.data.CocoDetection`) and score it.
 
     Returns ``bbox_AP`` … (and ``segm_*`` for mask models) on the main process, {} elsewhere.
     """
-    from ..data.coco import collate_detection
+    from .data import collate_detection
 
     model.eval()
     indices = list(range(rank, len(dataset), world))
@@ -107,7 +109,7 @@ def evaluate_detector(model: nn.Module, dataset, device: torch.device, amp: str 
     records, image_ids = _gather(records), _gather(image_ids)
     if rank != 0:
         return {}
-    coco_gt = load_coco(dataset.ann_file)
+    coco_gt = load_coco(dataset.coco_ground_truth())
     metrics = {f"bbox_{k}": v for k, v in coco_metrics(coco_gt, records, "bbox", image_ids).items()}
     if has_masks:
         metrics.update({f"segm_{k}": v for k, v in coco_metrics(coco_gt, records, "segm", image_ids).items()})

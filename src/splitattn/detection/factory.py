@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
@@ -21,7 +20,6 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
-from ..layers import convert_sync_batchnorm
 from .backbone import build_backbone
 from .cascade import CASCADE_BOX_WEIGHTS, CASCADE_IOUS, CascadeRoIHeads, ClassAgnosticPredictor
 from .heads import box_head, head_norm_layer, mask_head
@@ -88,7 +86,7 @@ def create_detector(
         num_classes: object classes + 1 for background (81 for COCO), as torchvision counts.
         pretrained_backbone: False, True (the zoo's ImageNet weights) or a path to an official-layout
             state_dict (``splitattn convert`` turns detectron2 / mmdet backbones into one).
-        norm: backbone norm, ``'syncbn'`` (paper; the CPU fallback when not on GPU), ``'bn'``,
+        norm: backbone norm, ``'syncbn'`` (paper; synchronised under torchrun, CPU or GPU), ``'bn'``,
             ``'frozenbn'`` (torchvision's default for fine-tuning) or ``'gn'``.
         head_norm: FPN / box head / mask head norm; None = follow ``norm`` (none for frozenbn).
         freeze_at: detectron2's FREEZE_AT (2 = stem and res2 frozen).
@@ -140,8 +138,6 @@ def create_detector(
     train_sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
     transform = MultiScaleTransform(train_sizes, test_size, max_size, list(IMAGE_MEAN), list(IMAGE_STD))
     detector = GeneralizedRCNN(fpn, rpn, roi_heads, transform)
-    if norm == "syncbn" or head_norm == "syncbn":
-        convert_sync_batchnorm(detector, torch.device("cpu"))  # CPU/GPU-agnostic; DDP on CUDA converts again
     detector.kind, detector.num_classes = kind, num_classes
     return detector
 

@@ -12,17 +12,17 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 
-from ..layers import group_norm
+from ..layers import SyncBatchNorm, group_norm
 
 BOX_HEADS = ("4conv1fc", "2fc")
 HEAD_NORMS = ("none", "bn", "syncbn", "gn")
 
 
 def head_norm_layer(norm: str) -> Callable[[int], nn.Module] | None:
-    """Norm for FPN and heads: BatchNorm for 'bn'/'syncbn' (the detector converts 'syncbn'), GroupNorm(32)."""
+    """Norm for FPN and heads: BatchNorm, synchronised BatchNorm, GroupNorm(32) or none."""
     if norm not in HEAD_NORMS:
         raise ValueError(f"unknown head norm {norm!r}: use one of {', '.join(HEAD_NORMS)}")
-    return {"none": None, "bn": nn.BatchNorm2d, "syncbn": nn.BatchNorm2d, "gn": group_norm}[norm]
+    return {"none": None, "bn": nn.BatchNorm2d, "syncbn": SyncBatchNorm, "gn": group_norm}[norm]
 
 
 def box_head(kind: str, in_channels: int, resolution: int = 7, conv_dim: int = 256, fc_dim: int = 1024,

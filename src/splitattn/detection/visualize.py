@@ -1,17 +1,16 @@
-"""Pictures of a detection run: prediction overlays (boxes, masks, labels, scores) and training curves."""
+"""Prediction overlays (boxes, masks, labels, scores): single images with torchvision's drawing utilities,
+a grid of them as one PNG with matplotlib (``pip install 'splitattn[plots]'``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import torch
+from torch import nn
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks  # noqa: E402
+from ..engine.plots import pyplot
 
 _PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
             "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000"]
@@ -44,6 +43,7 @@ def predict_images(model: nn.Module, images: Sequence[torch.Tensor], device: tor
 def write_overlays(model: nn.Module, images: Sequence[torch.Tensor], class_names: Sequence[str], path: Path,
                    device: torch.device | str = "cpu", score_thresh: float = 0.5) -> Path:
     """One PNG with a grid of prediction overlays for ``images``."""
+    plt = pyplot()
     predictions = predict_images(model, images, device)
     columns = min(4, len(images))
     rows = -(-len(images) // columns)

@@ -1,5 +1,9 @@
-"""Training and evaluation: recipe pieces, the loop, checkpoints, logs and pictures."""
+"""The one training loop every task runs on: a Trainer, hooks, checkpoints, logs, process groups, configs."""
 
-from .trainer import RunSummary, Trainer, TrainingError, train
+from .config import ConfigError, EngineConfig, OptimConfig, TaskConfig, build_config, load_config
+from .hooks import CheckpointHook, EvalHook, LoggingHook, LRScheduleHook
+from .loop import HookBase, RunSummary, Task, Trainer, TrainingError
 
-__all__ = ["RunSummary", "Trainer", "TrainingError", "train"]
+__all__ = ["CheckpointHook", "ConfigError", "EngineConfig", "EvalHook", "HookBase", "LRScheduleHook", "LoggingHook",
+           "OptimConfig", "RunSummary", "Task", "TaskConfig", "Trainer", "TrainingError", "build_config",
+           "load_config"]

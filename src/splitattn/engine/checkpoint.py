@@ -1,63 +1,60 @@
-"""Training checkpoints: written atomically, read with ``weights_only=True``, found for ``resume=auto``.
+"""Training checkpoints of every task: one layout, found for ``resume=auto``, named when they are another task's.
 
-A checkpoint is a dict of tensors and plain values: model and optimizer state, where the run is
-(epoch, step within it, global step), the best validation top-1, the config, and what a later
-``eval`` / ``predict`` needs to rebuild the model and its preprocessing (model name and arguments,
-class names, normalisation, image size).
+A checkpoint is a dict of tensors and plain values (read back with ``weights_only=True``)::
+
+    {"format": 2, "task": "classification" | "detection" | "segmentation", "step": int, "total_steps": int,
+     "model": state_dict, "optimizer": ..., "scaler": ..., "hooks": {...}, "config": {...},
+     "meta": {what rebuilding the model needs: architecture, classes, preprocessing}, "splitattn_version": str}
 """
 
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..models.weights import CheckpointError, read_checkpoint_file
 
 LAST, BEST = "last.pth", "best.pth"
+FORMAT = 2
+# the commands that write and use each task's checkpoints: a checkpoint given to another task's command is named
+TASK_COMMANDS = {"classification": "splitattn", "detection": "splitattn detect", "segmentation": "splitattn segment"}
 
 
-def atomic_save(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync it, rename over ``path``, fsync the folder.
-
-    A crash or a full disk leaves the previous file untouched and no temporary file behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        cause = "the disk is full" if err.errno == errno.ENOSPC else str(err)
-        previous = f"; the previous {path.name} is intact" if path.exists() else ""
-        raise CheckpointError(f"could not write checkpoint {path}: {cause}{previous}. Free space (or choose "
-                              "another engine.out_dir) and resume with engine.resume=auto") from None
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+def checkpoint_task(ckpt: Any) -> str | None:
+    """The task that wrote ``ckpt``, also for the layouts of splitattn 0.1 (None: not a training checkpoint)."""
+    if not isinstance(ckpt, dict):
+        return None
+    if ckpt.get("format") == FORMAT:
+        return ckpt.get("task")
+    legacy = {"model_name": "classification", "detector": "detection", "segmenter": "segmentation"}
+    return next((task for key, task in legacy.items() if key in ckpt), None)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint (not just a state_dict), read safely."""
-    ckpt = read_checkpoint_file(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_name" not in ckpt:
-        raise CheckpointError(f"{path} is not a splitattn training checkpoint (no 'model' / 'model_name'): "
-                              "for plain weights use model.pretrained=PATH instead of resume")
-    return ckpt
+def read_training_checkpoint(path: str | Path, task: str, verb: str = "eval") -> dict[str, Any]:
+    """A checkpoint written by ``task``'s training; any other file is a CheckpointError naming what it is."""
+    return check_training_checkpoint(read_checkpoint_file(path), path, task, verb)
+
+
+def check_training_checkpoint(ckpt: Any, path: str | Path, task: str, verb: str = "eval") -> dict[str, Any]:
+    """``ckpt`` (read from ``path``) if ``task``'s training wrote it; else a CheckpointError naming what it is."""
+    found = checkpoint_task(ckpt)
+    if found == task and ckpt.get("format") == FORMAT:
+        return ckpt
+    if found == task:
+        raise CheckpointError(f"{path} was written by splitattn 0.1, whose checkpoint layout this version does not "
+                              f"read: its weights are under 'model' (train again, or load them with "
+                              f"splitattn.load_weights / the task's factory)")
+    if found in TASK_COMMANDS:
+        uses = f"`{TASK_COMMANDS[found]} {verb}`" if verb in ("eval", "predict") else \
+            f"`{TASK_COMMANDS[found]} eval` / `predict`"
+        raise CheckpointError(f"{path} is a {found} checkpoint, not a {task} one: use {uses}")
+    what = "a plain state_dict" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+    raise CheckpointError(f"{path} is {what}, not a {task} training checkpoint (train one with "
+                          f"`{TASK_COMMANDS[task]} train`)")
 
 
 def find_resume(out_dir: Path, resume: str) -> Path | None:
-    """``''`` → None; ``'auto'`` → ``last.pth`` in ``out_dir/checkpoints`` (it is always the furthest point;
-    else the newest file there; None if none); anything else → that path."""
+    """``''`` → None; ``'auto'`` → ``last.pth`` in ``out_dir/checkpoints`` (None if there is none); else that path."""
     if not resume:
         return None
     if resume != "auto":
@@ -65,7 +62,11 @@ def find_resume(out_dir: Path, resume: str) -> Path | None:
         if not path.is_file():
             raise CheckpointError(f"engine.resume={resume}: no such checkpoint file")
         return path
-    if (out_dir / "checkpoints" / LAST).is_file():
-        return out_dir / "checkpoints" / LAST
-    candidates = [p for p in (out_dir / "checkpoints").glob("*.pth") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    last = out_dir / "checkpoints" / LAST
+    return last if last.is_file() else None
+
+
+def existing_run(out_dir: Path) -> list[Path]:
+    """The files of an earlier run in ``out_dir`` that a fresh run would replace (checkpoints and step log)."""
+    found = sorted((out_dir / "checkpoints").glob("*.pth")) if (out_dir / "checkpoints").is_dir() else []
+    return found + [p for p in (out_dir / "steps.jsonl",) if p.is_file()]

@@ -79,3 +79,18 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every process when ``flag`` is true on any: decisions that every rank must take together."""
+    value = torch.tensor([float(flag)], device=device)
+    return bool(all_reduce_sum(value).item() > 0)
+
+
+def gather_objects(obj) -> list:
+    """``obj`` of every process (a list of one outside torchrun)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -1,7 +1,7 @@
-"""Metrics on disk: JSONL per logged step and per epoch, a CSV of epochs, TensorBoard when installed.
+"""A run's records on disk: JSONL per logged step and per evaluation, a CSV of the evaluations, TensorBoard.
 
-Only the main process writes. Resumed runs append; readers keep the last record of each step /
-epoch, so a replayed stretch after a crash is not counted twice.
+Only the main process writes. Resumed runs append; readers keep the last record of each step, so a
+stretch replayed after a crash is not counted twice.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 
-def read_jsonl(path: Path, key: str) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, key: str = "step") -> list[dict[str, Any]]:
     """Records of a JSONL log, one per ``key`` value (the last one written wins), sorted by it."""
     if not path.is_file():
         return []
@@ -29,26 +29,25 @@ class Logbook:
         self.out_dir = out_dir
         self.enabled = enabled
         self.steps_path = out_dir / "steps.jsonl"
-        self.epochs_path = out_dir / "epochs.jsonl"
+        self.evals_path = out_dir / "evals.jsonl"
         self.csv_path = out_dir / "metrics.csv"
         self.writer = None
-        if enabled:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError:  # tensorboard is optional
-                    pass
-                else:
-                    self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional (pip install splitattn[train])
+                pass
+            else:
+                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
 
     def reset(self) -> None:
         """Forget the logs of an earlier run in the same folder (a fresh, not resumed, run)."""
         if self.enabled:
-            for path in (self.steps_path, self.epochs_path, self.csv_path):
+            for path in (self.steps_path, self.evals_path, self.csv_path):
                 path.unlink(missing_ok=True)
 
     def _append(self, path: Path, record: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -57,15 +56,15 @@ class Logbook:
             return
         self._append(self.steps_path, record)
         if self.writer:
-            for key in ("loss", "lr", "images_per_s"):
-                if key in record:
-                    self.writer.add_scalar(f"train/{key}", record[key], record["step"])
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
 
-    def epoch(self, record: dict[str, Any]) -> None:
+    def evaluation(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._append(self.epochs_path, record)
-        rows = read_jsonl(self.epochs_path, "epoch")
+        self._append(self.evals_path, record)
+        rows = read_jsonl(self.evals_path)
         fields = list(dict.fromkeys(k for row in rows for k in row))
         with open(self.csv_path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
@@ -73,8 +72,8 @@ class Logbook:
             writer.writerows(rows)
         if self.writer:
             for key, value in record.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"epoch/{key}", value, record["epoch"])
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"val/{key}", value, record["step"])
 
     def close(self) -> None:
         if self.writer:

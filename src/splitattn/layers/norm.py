@@ -14,7 +14,8 @@ from functools import partial
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from .sync_batchnorm import CPUSyncBatchNorm, distributed_world
+from .split_attention import SplitAttention
+from .sync_batchnorm import SyncBatchNorm, distributed_world
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -26,7 +27,7 @@ def group_norm(num_channels: int, num_groups: int = 32, eps: float = 1e-5) -> nn
 
 NORM_LAYERS: dict[str, NormLayer] = {
     "bn": nn.BatchNorm2d,
-    "syncbn": nn.SyncBatchNorm,
+    "syncbn": SyncBatchNorm,  # synchronised under torchrun, on CPU and GPU (sync_batchnorm.py)
     "frozenbn": partial(FrozenBatchNorm2d, eps=1e-5),
     "gn": group_norm,
 }
@@ -60,4 +61,10 @@ def uses_batch_statistics(module: nn.Module) -> bool:
     synchronised BN counts only when it is not actually synchronising over several processes)."""
     if not (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training):
         return False
-    return not (isinstance(module, (nn.SyncBatchNorm, CPUSyncBatchNorm)) and distributed_world() > 1)
+    return not (isinstance(module, (nn.SyncBatchNorm, SyncBatchNorm)) and distributed_world() > 1)
+
+
+def needs_two_samples(model: nn.Module) -> bool:
+    """True when training ``model`` on one sample per process fails: split attention normalises a globally
+    pooled 1×1 map, so its BatchNorm sees one value per channel (plain BN on larger maps copes)."""
+    return any(uses_batch_statistics(m.bn1) for m in model.modules() if isinstance(m, SplitAttention))

@@ -1,9 +1,13 @@
-"""Synchronised BatchNorm that also works on the CPU (gloo).
+"""Synchronised BatchNorm: one meaning of "syncbn" everywhere, on the CPU (gloo) as on GPUs.
 
-``torch.nn.SyncBatchNorm`` refuses CPU tensors, so :class:`CPUSyncBatchNorm` all-reduces the batch
-statistics itself, with the exact BatchNorm gradient over the global batch (the formulas of torch's
-CUDA kernels: gradients of the inputs use the all-reduced sums of dy and dy·x̂; γ/β get their local
-sums and DDP averages them like any other parameter).
+``norm_layer='syncbn'`` (create_model), ``norm='syncbn'`` (create_detector, create_segmenter) and
+``engine.sync_bn`` all give :class:`SyncBatchNorm`: BatchNorm whose statistics are computed over the
+batches of every process when training under ``torchrun``, and plain BatchNorm otherwise (one process,
+or eval mode). ``torch.nn.SyncBatchNorm`` refuses CPU tensors (and DDP refuses it on CPU), so this one
+all-reduces the statistics itself, with the exact BatchNorm gradient over the global batch (the formulas
+of torch's CUDA kernels: input gradients use the all-reduced sums of dy and dy·x̂; γ/β get their local
+sums and DDP averages them like any other parameter). On GPUs the engine swaps it for torch's fused
+``nn.SyncBatchNorm`` (:func:`convert_sync_batchnorm`); the state-dict keys are BatchNorm2d's throughout.
 """
 
 from __future__ import annotations
@@ -63,8 +67,9 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
-class CPUSyncBatchNorm(nn.BatchNorm2d):
-    """SyncBatchNorm for gloo / CPU. Same parameters, buffers and state-dict keys as BatchNorm2d."""
+class SyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm synchronised over the processes in training (any backend); BatchNorm2d's parameters, buffers
+    and state-dict keys."""
 
     def __init__(self, *args, process_group=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -85,13 +90,13 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """Every BatchNorm becomes synchronised: torch's SyncBatchNorm on GPU, :class:`CPUSyncBatchNorm` on CPU."""
+    """Every BatchNorm2d becomes synchronised: torch's fused SyncBatchNorm on GPU, :class:`SyncBatchNorm` on CPU."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
-        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, CPUSyncBatchNorm):
+        if type(child) is nn.BatchNorm2d:
             reference = next(iter(child.state_dict().values()))  # keep dtype and device
-            synced = CPUSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+            synced = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                       child.track_running_stats, device=reference.device,
                                       dtype=reference.dtype if reference.is_floating_point() else None)
             synced.load_state_dict(child.state_dict())

@@ -1,4 +1,5 @@
-"""Rename ResNeSt / ResNet-D backbone weights between the official, detectron2 and mmdetection layouts.
+"""Rename ResNeSt / ResNet-D backbone weights between the official, detectron2, mmdetection and mmpretrain
+layouts.
 
 Our models use the official key names (zhanghang1989/ResNeSt ``resnest/torch/models/resnet.py`` +
 ``splat.py``); timm's ``resnest*`` keys are identical, so "official" covers timm too. The converters
@@ -25,21 +26,38 @@ Where each layout comes from (read from the public source, not guessed):
   fills that counter in, so such files still load with ``strict=True``.
   Note: the d2 block builds ``SplAtConv2d`` only for ``radix > 1``; ``RADIX: 1`` there is a plain conv, so
   d2 names for our radix-1 split-attention models (``resnest50_fast_1s*``) need a matching d2 block.
-* **mmdet** (also mmpretrain/mmseg): open-mmlab/mmdetection ``mmdet/models/backbones/resnest.py``
+* **mmdet** (also mmseg): open-mmlab/mmdetection ``mmdet/models/backbones/resnest.py``
   (``ResNeSt(ResNetV1d)``, ``SplitAttentionConv2d``), ``mmdet/models/backbones/resnet.py``
   (``_make_stem_layer``: deep stem ``nn.Sequential`` conv/norm/ReLU ×3 → ``stem.0,1,3,4,6,7``) and
   ``mmdet/models/layers/res_layer.py`` (``ResLayer``: avg-down shortcut ``[AvgPool2d, conv, norm]`` →
-  ``downsample.1`` / ``downsample.2``, the pool present even at stride 1); norm names come from
-  open-mmlab/mmcv ``mmcv/cnn/bricks/norm.py`` (``build_norm_layer``: abbreviation + postfix, ``bn`` for
-  BN and SyncBN), giving ``bn1``, ``bn3``, ``conv2.bn0``, ``conv2.bn1`` (and ``bn2`` in plain ResNetV1d
-  blocks). So mmdet blocks already use the official names; only the stem differs, and there is no
-  classifier. mmpretrain (``mmpretrain/models/backbones/resnest.py``, same names) puts it at ``head.fc``.
+  ``downsample.1`` / ``downsample.2``, the pool present even at stride 1: ``if avg_down:`` appends it whatever
+  the stride); norm names come from open-mmlab/mmcv ``mmcv/cnn/bricks/norm.py`` (``build_norm_layer``:
+  abbreviation + postfix, ``bn`` for BN and SyncBN), giving ``bn1``, ``bn3``, ``conv2.bn0``, ``conv2.bn1`` (and
+  ``bn2`` in plain ResNetV1d blocks). So mmdet blocks already use the official names; only the stem differs,
+  and there is no classifier (a ``head.fc`` found next to mmdet-named backbone keys is still taken as ``fc``).
+  open-mmlab/mmsegmentation ``mmseg/models/backbones/resnet.py`` and ``mmseg/models/utils/res_layer.py`` build
+  the same stem and shortcut, so mmseg files use this layout too.
   Checkpoints are ``{"meta": ..., "state_dict": {"backbone.…", "neck.…", "rpn_head.…", ...}}``.
+* **mmpretrain** (formerly mmcls): open-mmlab/mmpretrain ``mmpretrain/models/backbones/resnest.py`` (blocks
+  named as in mmdet: ``conv1``, ``bn1``, ``conv2.{conv,bn0,fc1,bn1,fc2}``, ``conv3``, ``bn3``; ``avd_layer``
+  has no parameters) and ``mmpretrain/models/backbones/resnet.py``, which differs from mmdet in two places:
+  ``_make_stem_layer`` builds the deep stem from three open-mmlab/mmcv ``ConvModule`` blocks
+  (``mmcv/cnn/bricks/conv_module.py``: children ``conv``, and the norm named by ``build_norm_layer`` without a
+  postfix, ``bn``; ``bias='auto'`` leaves the conv without bias) → ``stem.{0,1,2}.conv`` / ``stem.{0,1,2}.bn``;
+  and its ``ResLayer`` adds the avg-down ``AvgPool2d`` only ``if avg_down and stride != 1``, so a shortcut of a
+  stride-1 first block (layer1.0 with the default ``strides=(1, 2, 2, 2)``) is ``downsample.0`` (conv) +
+  ``downsample.1`` (norm), while strided ones keep ``downsample.1`` / ``downsample.2``. The classifier is
+  ``LinearClsHead`` (``mmpretrain/models/heads/linear_head.py``: ``self.fc``) → ``head.fc``; the
+  ``GlobalAveragePooling`` neck has no parameters. An ``ImageClassifier`` checkpoint is
+  ``{"meta": ..., "state_dict": {"backbone.…", "head.fc.weight", "head.fc.bias"}}``. Reading, each block's
+  shortcut numbering is taken from its own keys (a tensor at ``downsample.0`` means no pool), so any stride
+  pattern converts; writing (:func:`from_official`) assumes mmpretrain's ``strides=(1, 2, 2, 2)``: only
+  layer1's shortcut loses the pool slot.
 
 Layout table (``L`` = 1..4, ``B`` = block index, ``*`` = BN tensors):
 
 ======================================  ================================  ==============================
-official / timm (ours)                  detectron2                        mmdet / mmpretrain
+official / timm (ours)                  detectron2                        mmdet / mmseg
 ======================================  ================================  ==============================
 conv1.0.weight                          stem.conv1_1.weight               stem.0.weight
 conv1.1.*                               stem.conv1_1.norm.*               stem.1.*
@@ -63,6 +81,24 @@ layerL.B.downsample.2.*                 res{L+1}.B.shortcut.norm.*        layerL
 fc.weight/bias                          linear.weight/bias                head.fc.weight/bias
 ======================================  ================================  ==============================
 
+mmpretrain uses the mmdet names except in these rows:
+
+======================================  ==============================================================
+official / timm (ours)                  mmpretrain
+======================================  ==============================================================
+conv1.0.weight                          stem.0.conv.weight
+conv1.1.*                               stem.0.bn.*
+conv1.3.weight                          stem.1.conv.weight
+conv1.4.*                               stem.1.bn.*
+conv1.6.weight                          stem.2.conv.weight
+bn1.*                                   stem.2.bn.*
+layerL.0.downsample.1.weight            layerL.0.downsample.0.weight (stride-1 block: layer1)
+layerL.0.downsample.2.*                 layerL.0.downsample.1.* (stride-1 block: layer1)
+layerL.0.downsample.1.weight            layerL.0.downsample.1.weight (strided block: layer2..4)
+layerL.0.downsample.2.*                 layerL.0.downsample.2.* (strided block: layer2..4)
+fc.weight/bias                          head.fc.weight/bias (outside the ``backbone.`` prefix)
+======================================  ==============================================================
+
 Not representable (a clear error, never a silent drop): deformable-conv blocks (d2 ``conv2_offset``,
 mmdet ``conv2.conv.conv_offset``), mmdet plugins, GroupNorm-named (``gn1``) mmdet backbones, 7×7-stem
 ResNets. Detectron2 ``.pkl`` files (pickled numpy, often Caffe2 names) must be turned into ``.pth`` first.
@@ -77,19 +113,22 @@ from pathlib import Path
 
 import torch
 
-from .weights import CheckpointError, read_checkpoint_file
+from .weights import CheckpointError, atomic_save, read_checkpoint_file
 
-LAYOUTS = ("official", "detectron2", "mmdet")
+LAYOUTS = ("official", "detectron2", "mmdet", "mmpretrain")
 
-# One row per tensor family: (official, detectron2, mmdet). Fields: {s} official stage 1..4, {r} d2 stage
-# 2..5 (= s + 1), {b} block index, {bn} a BatchNorm tensor, {wb} weight or bias.
-_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("conv1.0.weight", "stem.conv1_1.weight", "stem.0.weight"),
-    ("conv1.1.{bn}", "stem.conv1_1.norm.{bn}", "stem.1.{bn}"),
-    ("conv1.3.weight", "stem.conv1_2.weight", "stem.3.weight"),
-    ("conv1.4.{bn}", "stem.conv1_2.norm.{bn}", "stem.4.{bn}"),
-    ("conv1.6.weight", "stem.conv1_3.weight", "stem.6.weight"),
-    ("bn1.{bn}", "stem.conv1_3.norm.{bn}", "stem.7.{bn}"),
+# One row per tensor family: (official, detectron2, mmdet, mmpretrain). Fields: {s} official stage 1..4, {r} d2
+# stage 2..5 (= s + 1), {b} block index, {bn} a BatchNorm tensor, {wb} weight or bias. The mmpretrain column
+# numbers every shortcut as if it had the pool slot (like mmdet); to_official (via _mmpretrain_poolless) and
+# from_official move a stride-1 block's shortcut between that form and mmpretrain's pool-less ``downsample.0/1``.
+_ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("conv1.0.weight", "stem.conv1_1.weight", "stem.0.weight", "stem.0.conv.weight"),
+    ("conv1.1.{bn}", "stem.conv1_1.norm.{bn}", "stem.1.{bn}", "stem.0.bn.{bn}"),
+    ("conv1.3.weight", "stem.conv1_2.weight", "stem.3.weight", "stem.1.conv.weight"),
+    ("conv1.4.{bn}", "stem.conv1_2.norm.{bn}", "stem.4.{bn}", "stem.1.bn.{bn}"),
+    ("conv1.6.weight", "stem.conv1_3.weight", "stem.6.weight", "stem.2.conv.weight"),
+    ("bn1.{bn}", "stem.conv1_3.norm.{bn}", "stem.7.{bn}", "stem.2.bn.{bn}"),
+) + tuple((official, d2, mm, mm) for official, d2, mm in (
     ("layer{s}.{b}.conv1.weight", "res{r}.{b}.conv1.weight", "layer{s}.{b}.conv1.weight"),
     ("layer{s}.{b}.bn1.{bn}", "res{r}.{b}.conv1.norm.{bn}", "layer{s}.{b}.bn1.{bn}"),
     ("layer{s}.{b}.conv2.conv.weight", "res{r}.{b}.conv2.conv.weight", "layer{s}.{b}.conv2.conv.weight"),
@@ -104,7 +143,12 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("layer{s}.{b}.downsample.1.weight", "res{r}.{b}.shortcut.weight", "layer{s}.{b}.downsample.1.weight"),
     ("layer{s}.{b}.downsample.2.{bn}", "res{r}.{b}.shortcut.norm.{bn}", "layer{s}.{b}.downsample.2.{bn}"),
     ("fc.{wb}", "linear.{wb}", "head.fc.{wb}"),
-)
+))
+
+# mmpretrain ResNeSt/ResNetV1d default strides=(1, 2, 2, 2): only layer1's first block has a stride-1 shortcut,
+# which mmpretrain's ResLayer builds without the AvgPool2d.
+_MMPRETRAIN_STRIDE1_STAGES = ("layer1",)
+_SHORTCUT = re.compile(r"(?P<block>layer[1-4]\.\d+)\.downsample\.(?P<i>\d+)\.(?P<tensor>\w+)\Z")
 
 _FIELDS = {
     "s": r"(?P<s>[1-4])",
@@ -138,6 +182,36 @@ def _rename(key: str, source: str, target: str) -> str | None:
                 fields["r"] = str(int(fields["s"]) + 1)
             return template.format(**fields)
     return None
+
+
+def _shift_shortcut(key: str, blocks: set[str], delta: int) -> str:
+    """``layerL.B.downsample.i.*`` → ``downsample.{i + delta}.*`` when ``layerL.B`` is in ``blocks``."""
+    match = _SHORTCUT.match(key)
+    if match is None or match["block"] not in blocks:
+        return key
+    return f"{match['block']}.downsample.{int(match['i']) + delta}.{match['tensor']}"
+
+
+def _mmpretrain_poolless(keys: list[str], notes: list[str]) -> set[str]:
+    """The ``layerL.B`` blocks of an mmpretrain backbone whose shortcut has no pool slot (``downsample.0/1``).
+
+    A block whose shortcut has a tensor at ``downsample.0`` was built without the pool (stride 1); which blocks
+    those are is read from the keys, not assumed."""
+    indices: dict[str, set[int]] = {}
+    for key in keys:
+        match = _SHORTCUT.match(key)
+        if match:
+            indices.setdefault(match["block"], set()).add(int(match["i"]))
+    poolless = {block for block, seen in indices.items() if 0 in seen}
+    odd = sorted(f"{block}.downsample.{{{','.join(map(str, sorted(indices[block])))}}}" for block in poolless
+                 if indices[block] - {0, 1})
+    if odd:
+        raise ValueError(f"mmpretrain shortcut(s) with a tensor at downsample.0 (a conv without the stride-2 pool) "
+                         f"and also past downsample.1, which mmpretrain's ResLayer never builds: {', '.join(odd)}")
+    if poolless:
+        notes.append(f"mmpretrain stride-1 shortcut(s) without AvgPool ({', '.join(sorted(poolless))}): "
+                     "downsample.0/1 read as official downsample.1/2")
+    return poolless
 
 
 def _summarise(keys: list[str], limit: int = 8) -> str:
@@ -183,7 +257,8 @@ def _unwrap(obj: object, notes: list[str]) -> dict[str, torch.Tensor]:
 def _split_backbone(sd: dict[str, torch.Tensor], notes: list[str]
                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Backbone tensors (detector prefixes stripped) and everything else."""
-    for prefix, owner in (("backbone.bottom_up.", "detectron2 detector with FPN"), ("backbone.", "detector")):
+    for prefix, owner in (("backbone.bottom_up.", "detectron2 detector with FPN"),
+                          ("backbone.", "detector or classifier")):
         if any(k.startswith(prefix) for k in sd):
             inside = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
             notes.append(f"took the {len(inside)} tensors under {prefix!r} ({owner})")
@@ -194,14 +269,17 @@ def _split_backbone(sd: dict[str, torch.Tensor], notes: list[str]
 def _detect(keys: list[str]) -> str:
     if any(k.startswith("stem.conv1_") or re.match(r"res[2-5]\.\d+\.", k) for k in keys):
         return "detectron2"
+    if any(re.match(r"stem\.[0-2]\.(conv|bn)\.", k) for k in keys):
+        return "mmpretrain"
     if any(re.match(r"stem\.\d+\.", k) for k in keys):
         return "mmdet"
     if any(re.match(r"(conv1|bn1|layer[1-4]|fc)\.", k) for k in keys):
         return "official"
     raise ValueError(
         "unrecognised state_dict layout: expected official/timm keys (conv1.0.weight, layer1.0.conv2.conv.weight), "
-        "detectron2 keys (stem.conv1_1.weight, res2.0.conv2.conv.weight) or mmdet keys (stem.0.weight, "
-        f"layer1.0.conv2.conv.weight); saw {len(keys)} keys: {_summarise(keys, 6)}")
+        "detectron2 keys (stem.conv1_1.weight, res2.0.conv2.conv.weight), mmdet keys (stem.0.weight, "
+        "layer1.0.conv2.conv.weight) or mmpretrain keys (stem.0.conv.weight, layer1.0.downsample.0.weight); "
+        f"saw {len(keys)} keys: {_summarise(keys, 6)}")
 
 
 def _check_layout(layout: str, allow_auto: bool) -> None:
@@ -211,13 +289,19 @@ def _check_layout(layout: str, allow_auto: bool) -> None:
 
 
 def detect_layout(state_dict: Mapping) -> str:
-    """``'official'`` (also timm), ``'detectron2'`` or ``'mmdet'``; checkpoint wrappers and detector prefixes
-    are looked through. Raises ValueError naming the keys seen when none fits."""
+    """``'official'`` (also timm), ``'detectron2'``, ``'mmdet'`` (also mmseg) or ``'mmpretrain'`` (a deep stem of
+    ``ConvModule`` blocks: ``stem.0.conv.weight``); checkpoint wrappers and detector/classifier prefixes are
+    looked through. Raises ValueError naming the keys seen when none fits."""
     backbone, _ = _split_backbone(_unwrap(state_dict, []), [])
     return _detect(list(backbone))
 
 
-def _unmappable_hint(keys: list[str]) -> str:
+def _unmappable_hint(keys: list[str], layout: str) -> str:
+    if layout != "mmpretrain" and any(re.match(r"stem\.[0-2]\.(conv|bn)\.", k) for k in keys):
+        return " stem.N.conv / stem.N.bn is mmpretrain's ConvModule stem: use source='mmpretrain'."
+    if layout != "mmpretrain" and any(re.search(r"\.downsample\.0\.", k) for k in keys):
+        return (" A tensor at downsample.0 is mmpretrain's stride-1 shortcut (use source='mmpretrain') or a "
+                "shortcut without avg-down (plain ResNet / ResNetV1c), which splitattn models do not have.")
     if any("offset" in k for k in keys):
         return " Deformable-conv (DCN) blocks have no counterpart in splitattn models."
     if any(re.search(r"\.gn\d", k) for k in keys):
@@ -230,32 +314,37 @@ def to_official(state_dict: Mapping, source: str = "auto") -> tuple[dict[str, to
 
     ``state_dict`` may be a bare state_dict or a checkpoint holding one (``model`` / ``state_dict`` /
     ``module`` entries are unwrapped; ``module.``, ``backbone.bottom_up.`` and ``backbone.`` prefixes are
-    stripped). Tensors outside the backbone (FPN, necks, heads, pixel statistics) are dropped, except an
-    mmpretrain ``head.fc`` classifier, which becomes ``fc``. Returns the new state_dict and notes saying
-    what was unwrapped, dropped and renamed. Raises ValueError for an unknown layout or a backbone tensor
-    with no official counterpart (nothing is dropped silently).
+    stripped). ``source`` is ``'auto'`` or one of :data:`LAYOUTS`: ``'official'`` (also timm), ``'detectron2'``,
+    ``'mmdet'`` (also mmseg), ``'mmpretrain'``. Tensors outside the backbone (FPN, necks, heads, pixel
+    statistics) are dropped, except an mmpretrain ``head.fc`` classifier, which becomes ``fc``. Returns the new
+    state_dict and notes saying what was unwrapped, dropped and renamed. Raises ValueError for an unknown
+    layout or a backbone tensor with no official counterpart (nothing is dropped silently).
     """
     _check_layout(source, allow_auto=True)
     notes: list[str] = []
     backbone, outside = _split_backbone(_unwrap(state_dict, notes), notes)
     layout = _detect(list(backbone)) if source == "auto" else source
-    if layout == "mmdet" and any(re.fullmatch(r"head\.fc\.(weight|bias)", k) for k in outside):
+    if layout in ("mmdet", "mmpretrain") and any(re.fullmatch(r"head\.fc\.(weight|bias)", k) for k in outside):
         backbone.update({k: outside.pop(k) for k in ("head.fc.weight", "head.fc.bias") if k in outside})
         notes.append("kept the mmpretrain classifier head.fc as fc")
     if outside:
         notes.append(f"dropped {len(outside)} non-backbone tensors: {_modules(list(outside))}")
+    poolless = _mmpretrain_poolless(list(backbone), notes) if layout == "mmpretrain" else set()
 
     converted: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     for key, value in backbone.items():
-        new = _rename(key, layout, "official")
+        new = _rename(_shift_shortcut(key, poolless, +1), layout, "official")
         if new is None:
             unknown.append(key)
+        elif new in converted:
+            raise ValueError(f"two backbone tensors map to the official key {new!r} in the {layout} layout "
+                             f"(the second is {key!r})")
         else:
             converted[new] = value
     if unknown:
         raise ValueError(f"{len(unknown)} backbone tensor(s) have no official counterpart in the {layout} layout: "
-                         f"{_summarise(unknown)}.{_unmappable_hint(unknown)}")
+                         f"{_summarise(unknown)}.{_unmappable_hint(unknown, layout)}")
     renamed = sum(old != new for old, new in zip(backbone, converted))
     notes.append(f"layout {layout}" + (" (auto-detected)" if source == "auto" else "")
                  + f": {len(converted)} tensors, {renamed} renamed")
@@ -266,20 +355,29 @@ def to_official(state_dict: Mapping, source: str = "auto") -> tuple[dict[str, to
 
 
 def from_official(state_dict: Mapping[str, torch.Tensor], target: str, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Official/splitattn names → ``target`` layout (``'official'``, ``'detectron2'`` or ``'mmdet'``).
+    """Official/splitattn names → ``target`` layout (``'official'``, ``'detectron2'``, ``'mmdet'`` or
+    ``'mmpretrain'``).
 
-    ``prefix`` is prepended to every key, e.g. ``'backbone.bottom_up.'`` for a detectron2 ``MODEL.WEIGHTS``
-    init file or ``'backbone.'`` for an mmdet detector. Raises ValueError for a key outside the layout table.
+    ``prefix`` is prepended to every backbone key, e.g. ``'backbone.bottom_up.'`` for a detectron2
+    ``MODEL.WEIGHTS`` init file or ``'backbone.'`` for an mmdet detector / mmpretrain ``ImageClassifier``; the
+    ``head.fc`` classifier of the mmdet/mmpretrain layouts sits beside the backbone and gets no prefix. For
+    ``'mmpretrain'`` the shortcut numbering is that of mmpretrain's default ``strides=(1, 2, 2, 2)`` (layer1's
+    stride-1 shortcut has no pool: ``downsample.0/1``). Raises ValueError for a key outside the layout table.
     """
     _check_layout(target, allow_auto=False)
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
+    poolless: set[str] = set()
+    if target == "mmpretrain":
+        poolless = {m["block"] for m in map(_SHORTCUT.match, state_dict)
+                    if m and m["block"].split(".")[0] in _MMPRETRAIN_STRIDE1_STAGES}
     for key, value in state_dict.items():
         new = _rename(key, "official", target)
         if new is None:
             unknown.append(key)
         else:
-            out[prefix + new] = value
+            new = _shift_shortcut(new, poolless, -1)
+            out[new if new.startswith("head.") else prefix + new] = value
     if unknown:
         raise ValueError(f"{len(unknown)} key(s) are not official ResNeSt/ResNet-D backbone names: "
                          f"{_summarise(unknown)}")
@@ -289,8 +387,6 @@ def from_official(state_dict: Mapping[str, torch.Tensor], target: str, prefix: s
 def convert_checkpoint_file(src: str | os.PathLike, dst: str | os.PathLike, source: str = "auto") -> list[str]:
     """Read ``src`` safely (``torch.load(weights_only=True)``), convert it with :func:`to_official` and write
     the official-layout state_dict to ``dst`` atomically. Returns the notes."""
-    from ..engine.checkpoint import atomic_save  # engine imports models: import late
-
     _check_layout(source, allow_auto=True)
     src, dst = Path(src), Path(dst)
     if src.suffix.lower() == ".pkl":

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..layers import DropBlock2D, SplitAttention, get_norm_layer, pooled_norm_layer, uses_batch_statistics
+from ..layers import DropBlock2D, SplitAttention, SyncBatchNorm, get_norm_layer, needs_two_samples, pooled_norm_layer
 from ..layers.norm import NormLayer
 
 EXPANSION = 4
@@ -270,14 +270,15 @@ class ResNeSt(nn.Module):
                 f"input {height}×{width} is smaller than the output stride {self.reduction}: the last "
                 f"feature map would be computed from padding alone. Resize to at least "
                 f"{self.reduction}×{self.reduction} (the official eval crops are 224-416)")
-        if self.training and x.shape[0] == 1 and any(
-            uses_batch_statistics(m.bn1) for m in self.modules() if isinstance(m, SplitAttention)
-        ):
+        if self.training and x.shape[0] == 1 and needs_two_samples(self):
+            synced = any(isinstance(m, SyncBatchNorm) for m in self.modules())
             raise ValueError(
                 "batch size 1 in training mode: the BatchNorm inside split attention normalises a globally "
                 "pooled 1×1 map, so it sees one value per channel and cannot compute batch statistics. "
-                "Train with batches of 2 or more (16+ per device is advised), call model.eval() for "
-                "inference, or build the model with norm_layer='syncbn', 'frozenbn' or 'gn'")
+                "Train with batches of 2 or more (16+ per device is advised), call model.eval() for inference, "
+                + ("or train under torchrun with several processes (SyncBatchNorm synchronises only then)"
+                   if synced else "or use a norm without batch statistics: norm_layer='frozenbn' or 'gn' "
+                   "(create_model), norm='frozenbn' or 'gn' (create_detector, create_segmenter)"))
 
     # ----------------------------------------------------------------- forward
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,14 +8,15 @@ Loading always uses ``torch.load(weights_only=True)``: a checkpoint cannot run c
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
 import pickle
 import re
+import shutil
 import urllib.error
 import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,30 +132,85 @@ def resolve_checkpoint(source: bool | str | os.PathLike, entry: ModelEntry | Non
     return path
 
 
-def _last_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-2] if len(lines) > 1 and lines[-1].startswith("Check the documentation") else lines[-1]
+_FULL_DISK_BYTES = 4 << 20  # after a failed write, less free space than this means the disk filled up
+
+
+def atomic_save(obj, path: str | os.PathLike, hint: str = "") -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the folder.
+
+    Any failure (a full disk surfaces as torch's zip-writer RuntimeError, not as an OSError) removes the
+    temporary file and leaves a previous ``path`` untouched; it becomes a :class:`CheckpointError` that
+    names a full disk as such. ``hint`` is added to that message (e.g. how to resume).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        free = shutil.disk_usage(path.parent).free
+        tmp.unlink(missing_ok=True)
+        if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: the temp file is gone, go on
+            raise
+        full = getattr(err, "errno", None) == errno.ENOSPC or free < _FULL_DISK_BYTES
+        cause = f"the disk is full ({free / 2**20:.1f} MiB free)" if full else f"{type(err).__name__}: " \
+            + (str(err).strip().splitlines() or [""])[-1]
+        previous = f"; the previous {path.name} is intact" if path.exists() else ""
+        raise CheckpointError(f"could not write {path}: {cause}{previous}. {hint or 'Free space and try again.'}") \
+            from None
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return path
+
+
+def _describe_bytes(head: bytes) -> str:
+    """What a file that torch cannot load looks like, from its first bytes."""
+    if head.startswith(b"PK"):
+        return "its zip archive is truncated or corrupt"
+    if head.startswith(b"\x80"):
+        return "its pickle stream is truncated or corrupt"
+    if head.startswith((b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF")):
+        return "it is an image"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c.isspace() for c in text):
+        return f"it holds text ({text[:24].strip()!r}…)"
+    return "its bytes are not a PyTorch checkpoint"
 
 
 def read_checkpoint_file(path: str | os.PathLike):
     """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint file {path} {what}")
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint. Save or download it again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file {path} does not exist") from None
     except pickle.UnpicklingError as err:
-        # "Unsupported global" = a real pickle naming Python classes; anything else (e.g. "Unsupported
-        # operand" for a JPEG) means the bytes are not a checkpoint at all.
+        # "Unsupported global" = a real pickle naming Python classes: refuse to run it, say how to clean it
         if "unsupported global" in str(err).lower():
             raise CheckpointError(
                 f"{path} holds pickled Python objects, not just tensors, and splitattn never unpickles code "
                 "(torch.load weights_only=True). If you trust its origin, re-save its tensors: "
                 "torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pth')") from None
-        raise CheckpointError(f"{path} is truncated or corrupt, or not a checkpoint at all "
-                              f"({_last_line(err)}); delete it and download it again") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupt ({str(err).splitlines()[0]}); "
-                              "delete it and download it again") from None
+        raise CheckpointError(f"{path} is not a checkpoint: {_describe_bytes(head)}. Save or download it again") \
+            from None
+    except Exception:  # torch raises RuntimeError, EOFError, KeyError, ValueError … for bytes it cannot read
+        raise CheckpointError(f"{path} is not a checkpoint: {_describe_bytes(head)}. Save or download it again") \
+            from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -67,10 +67,6 @@ class DeepLabV3PlusHead(nn.Module):
         return self.classifier(self.fuse(torch.cat([high, self.project_low(low)], 1)))
 
 
-def _classifier(head: nn.Module) -> nn.Conv2d:
-    return head.classifier if isinstance(head, DeepLabV3PlusHead) else head[-1]
-
-
 class Segmenter(nn.Module):
     """Backbone C4 (aux) and C5 (out) → heads → ``{"out", "aux"}`` logits at the input resolution.
 
@@ -87,22 +83,6 @@ class Segmenter(nn.Module):
         self.low_index = low_index
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    @torch.no_grad()
-    def init_class_prior(self, frequencies: torch.Tensor) -> None:
-        """Start every classifier at the class prior: weights ~ N(0, 0.01), bias = log(frequency).
-
-        RetinaNet's prior initialisation (Lin et al. 2017) for per-pixel classes: a short run otherwise
-        spends its first hundreds of iterations learning that most pixels are background.
-        """
-        frequencies = torch.as_tensor(frequencies, dtype=torch.float32)
-        if frequencies.shape != (self.num_classes,) or not bool((frequencies > 0).all()):
-            raise ValueError(f"need {self.num_classes} positive class frequencies, got {tuple(frequencies.shape)}")
-        for head in (self.head, self.aux_head):
-            if head is not None:
-                classifier = _classifier(head)
-                nn.init.normal_(classifier.weight, std=0.01)
-                classifier.bias.copy_((frequencies / frequencies.sum()).log())
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         size = images.shape[-2:]
@@ -127,8 +107,8 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
         output_stride: 8 (the paper's) or 16; the dilation follows the official code.
         aux: add the FCN auxiliary head on layer3 (trained with loss weight ``losses.AUX_WEIGHT``).
         pretrained_backbone: False, True (zoo ImageNet weights) or an official-layout state_dict path.
-        norm: ``'bn'``, ``'syncbn'`` (the paper; CPU fallback off GPU) or ``'frozenbn'`` for the backbone;
-            the heads use BatchNorm (converted too for ``'syncbn'``).
+        norm: ``'bn'``, ``'syncbn'`` (the paper; :class:`splitattn.layers.SyncBatchNorm`, synchronised under
+            torchrun) or ``'frozenbn'`` for the backbone; the heads use BatchNorm (synchronised too for ``'syncbn'``).
         head_channels: width of the DeepLabV3 head (ASPP branches and the 3×3 conv); 256 is the paper's,
             a compact backbone on the CPU can use fewer (the ASPP dominates its compute).
         atrous_rates: the ASPP's three rates; None = the paper's (12, 24, 36) at OS 8, (6, 12, 18) at OS 16,
@@ -164,7 +144,7 @@ def create_segmenter(kind: str = "deeplabv3", backbone: str = "resnest50", num_c
         head = FCNHead(c5, num_classes)
     model = Segmenter(body, head, FCNHead(c4, num_classes) if aux else None, num_classes, low_index=low)
     if norm == "syncbn":
-        convert_sync_batchnorm(model, torch.device("cpu"))  # DDP on CUDA converts to torch's SyncBN
+        convert_sync_batchnorm(model, torch.device("cpu"))  # heads too; the engine swaps torch's in on GPUs
     model.kind, model.output_stride = kind, output_stride
     return model
 

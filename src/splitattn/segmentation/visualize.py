@@ -1,19 +1,16 @@
-"""Colour overlays of semantic predictions (and the ground truth beside them)."""
+"""Colour overlays of semantic predictions (and the ground truth beside them; grids need matplotlib:
+``pip install 'splitattn[plots]'``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from .refine import BilateralRefine  # noqa: E402
+from ..engine.plots import pyplot
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -40,18 +37,15 @@ def overlay(image: torch.Tensor, label: torch.Tensor, alpha: float = 0.55, ignor
 
 
 @torch.no_grad()
-def predict_labels(model: nn.Module, image: torch.Tensor, device: torch.device | str = "cpu",
-                   refine: BilateralRefine | None = None) -> torch.Tensor:
+def predict_labels(model: nn.Module, image: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     model.eval()
-    logits = model(image[None].to(device))["out"][0]
-    if refine is not None and refine.steps:
-        logits = refine(logits.float().softmax(0), image)
-    return logits.argmax(0).cpu()
+    return model(image[None].to(device))["out"][0].argmax(0).cpu()
 
 
 def write_segmentation_overlays(model: nn.Module, samples: Sequence[tuple[torch.Tensor, torch.Tensor]], path: Path,
                                 device: torch.device | str = "cpu") -> Path:
     """A PNG grid: per sample, the prediction overlay above the ground-truth overlay."""
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(samples), figsize=(3 * len(samples), 6), squeeze=False)
     for column, (image, label) in enumerate(samples):
         axes[0, column].imshow(overlay(image, predict_labels(model, image, device)))

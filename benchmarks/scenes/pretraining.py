@@ -1,0 +1,144 @@
+"""Classification pretraining in the scenes' look, for the scenes transfer benchmarks.
+
+The library's in-memory Fashion-MNIST batches (random crop after padding, flip) plus what the scenes
+experiments tried: each 28 px garment drawn as the scene generator draws its garments (tinted on a colour
+gradient, RGB; :mod:`.style`), optionally resized first (``resize``), zoomed about a random centre
+(``zoom``), with other garments around it (``occluders``) and Random Erasing in batched form (``erasing``).
+A benchmark config holds these under a ``scenes:`` section beside the library's sections::
+
+    scenes: {style: true, resize: 0, zoom: [1, 1], occluders: 0, erasing: 0}
+
+:func:`scene_style_data` builds the batches for :class:`splitattn.classification.ClassificationTask`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from splitattn.classification.config import ClassificationConfig
+from splitattn.classification.data import DataBundle, TensorEvalBatches, balanced_subset, shard
+from splitattn.classification.fashion_mnist import CLASSES, load_fashion_mnist
+from splitattn.classification.folder import DatasetError
+from splitattn.classification.transforms import pad_crop_flip
+from splitattn.models.zoo import IMAGENET_MEAN, IMAGENET_STD
+from splitattn.seeding import generator
+
+from .style import (
+    draw_occluders,
+    random_erasing_boxes,
+    random_zoom,
+    render_scene_style,
+    resize_uint8,
+    sample_scene_style,
+)
+
+
+@dataclass
+class SceneStyleOptions:
+    style: bool = True  # draw in the scenes' look (RGB); false keeps grey 1-channel images
+    resize: int = 0  # train and test at this square size (bilinear from 28 px); 0 keeps 28
+    zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random resize range; [1, 1] off
+    occluders: int = 0  # style: up to this many other garments around each one (a scene crop's view)
+    erasing: float = 0.0  # batched Random Erasing probability; 0 off
+
+    def check(self) -> None:
+        if not (len(self.zoom) == 2 and 0 < self.zoom[0] <= self.zoom[1]):
+            raise ValueError("scenes.zoom must be [lo, hi] with 0 < lo <= hi")
+        if not 0 <= self.occluders <= 8 or (self.occluders and not self.style):
+            raise ValueError("scenes.occluders must be 0..8 and needs scenes.style")
+        if not 0 <= self.erasing <= 1 or not (self.resize == 0 or self.resize >= 8):
+            raise ValueError("scenes.erasing must be in [0, 1], scenes.resize 0 or >= 8")
+
+
+class SceneStyleTrainBatches:
+    """Shuffled, sharded, augmented batches from uint8 tensors (N, C, H, W) held in memory.
+
+    ``zoom`` (lo, hi): after the crop and flip, each image is resized by a factor drawn from [lo, hi]
+    about a random centre (:func:`random_zoom`; (1, 1) = off). ``scene_style``: grayscale images are
+    then rendered in the scenes' look (tinted on a colour gradient, RGB), a fresh draw per image and step;
+    with ``occluders`` > 0, up to that many other training garments are drawn around each one, behind or in
+    front of it, as a crop of a scene at one garment shows them (:func:`draw_occluders`). ``erasing``: the
+    probability of Random Erasing, applied last (:func:`random_erasing_boxes`; 0 = off).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int, world: int,
+                 seed: int, pad: int, mean: tuple[float, ...], std: tuple[float, ...], scene_style: bool = False,
+                 zoom: tuple[float, float] = (1.0, 1.0), occluders: int = 0, erasing: float = 0.0):
+        self.images, self.labels, self.scene_style, self.zoom = images, labels, scene_style, tuple(zoom)
+        self.occluders, self.erasing = occluders, erasing
+        self.batch, self.rank, self.world, self.seed, self.pad = batch, rank, world, seed, pad
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+        if len(self) == 0:
+            raise DatasetError(f"{len(images)} training images are fewer than one batch of {batch} per process "
+                               f"× {world} processes: lower optim.batch_size or use more data")
+
+    def __len__(self) -> int:
+        return (-(-len(self.images) // self.world)) // self.batch
+
+    def batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple]:
+        order = torch.randperm(len(self.images), generator=generator(self.seed, epoch))
+        mine = shard(len(self.images), self.world, self.rank, order)
+        # Augmentation is drawn for the whole global batch and each process takes its samples' share,
+        # so N processes see exactly the images one process would see with the same global batch.
+        positions = torch.arange(self.batch) * self.world + self.rank
+        for step in range(start_step, len(self)):
+            index = mine[step * self.batch:(step + 1) * self.batch]
+            gen = generator(self.seed, epoch, step)
+            size = self.batch * self.world
+            dy = torch.randint(0, 2 * self.pad + 1, (size,), generator=gen)[positions]
+            dx = torch.randint(0, 2 * self.pad + 1, (size,), generator=gen)[positions]
+            flip = (torch.rand(size, generator=gen) < 0.5)[positions]
+            x = pad_crop_flip(self.images[index].float().div_(255), dy, dx, flip, self.pad)
+            if self.zoom != (1.0, 1.0):
+                lo, hi = self.zoom
+                scale = (lo + (hi - lo) * torch.rand(size, generator=gen))[positions]
+                shift = (torch.rand(size, 2, generator=gen) * 2 - 1)[positions] * (scale - 1).abs()[:, None]
+                x = random_zoom(x, scale, shift)
+            if self.scene_style:
+                style = sample_scene_style(size, *x.shape[-2:], generator=gen)
+                behind = front = None
+                if self.occluders:
+                    behind, front = draw_occluders(x, self.images, self.occluders, gen, positions=positions,
+                                                   draws=size)
+                x = render_scene_style(x, {key: value[positions] for key, value in style.items()}, behind, front)
+            x = (x - self.mean) / self.std
+            if self.erasing:
+                boxes = random_erasing_boxes(size, *x.shape[-2:], self.erasing, generator=gen)[positions]
+                noise = torch.randn((size, *x.shape[1:]), generator=gen)[positions]
+                x = torch.where(boxes[:, None], noise, x)
+            yield x, self.labels[index], []
+
+
+
+def scene_style_data(cfg: ClassificationConfig, options: SceneStyleOptions, batch: int, rank: int = 0,
+                     world: int = 1) -> DataBundle:
+    """Fashion-MNIST batches drawn as ``options`` says (``cfg.data`` gives the splits and subsets)."""
+    options.check()
+    d, seed = cfg.data, cfg.engine.seed
+    train_x, train_y = load_fashion_mnist(d.root or None, d.train_split, d.download)
+    val_x, val_y = load_fashion_mnist(d.root or None, "test" if d.val_split in ("val", "test") else d.val_split)
+    if d.train_subset:
+        keep = balanced_subset(train_y, d.train_subset, seed)
+        train_x, train_y = train_x[keep], train_y[keep]
+    if d.val_subset:
+        keep = balanced_subset(val_y, d.val_subset, seed + 1)
+        val_x, val_y = val_x[keep], val_y[keep]
+    train_x, val_x = train_x.unsqueeze(1), val_x.unsqueeze(1)
+    if options.resize and options.resize != train_x.shape[-1]:
+        train_x, val_x = resize_uint8(train_x, options.resize), resize_uint8(val_x, options.resize)
+    if options.style:  # RGB in the scenes' look; the test images get one fixed draw
+        mean, std, in_chans = IMAGENET_MEAN, IMAGENET_STD, 3
+        style = sample_scene_style(len(val_x), *val_x.shape[-2:], generator=generator(seed, 1_000_003))
+        val_x = (render_scene_style(val_x.float().div(255), style) * 255).round().to(torch.uint8)
+    else:
+        pixels = train_x.float().div(255)
+        mean, std, in_chans = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),), 1
+    return DataBundle(
+        train=SceneStyleTrainBatches(train_x, train_y, batch, rank, world, seed, d.pad_crop, mean, std,
+                                     options.style, tuple(options.zoom), options.occluders, options.erasing),
+        val=TensorEvalBatches(val_x, val_y, max(batch, 256), rank, world, mean, std),
+        classes=list(CLASSES), in_chans=in_chans, mean=mean, std=std, image_size=train_x.shape[-1])

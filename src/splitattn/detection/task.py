@@ -1,0 +1,121 @@
+"""Detector training on the engine: detectron2's schedule (linear warm-up, ×γ at each step), COCO AP.
+
+The validation annotations are read with the training checks when training starts (their problems are
+reported then, not when the last evaluation crashes); the end of the run writes prediction overlays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.images import DatasetError
+from ..engine.checkpoint import read_training_checkpoint
+from ..engine.distributed import DistInfo, shutdown_distributed
+from ..engine.loop import RunSummary, Task, Trainer
+from ..engine.sampler import iteration_batches
+from .config import DetectConfig, detect_config_from_dict
+from .data import CocoDetection, collate_detection
+from .evaluate import evaluate_detector
+from .factory import create_detector
+
+
+def learning_rate(iteration: int, base_lr: float, steps: list[int], gamma: float, warmup_iters: int,
+                  warmup_factor: float) -> float:
+    """detectron2's WarmupMultiStepLR: linear warm-up from ``warmup_factor``·lr, ×gamma at each step."""
+    decay = gamma ** sum(iteration >= s for s in steps)
+    if iteration < warmup_iters:
+        alpha = iteration / warmup_iters
+        return base_lr * decay * (warmup_factor * (1 - alpha) + alpha)
+    return base_lr * decay
+
+
+def load_detector_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", verb: str = "eval"):
+    """(model in eval mode, checkpoint dict) from a ``splitattn detect train`` checkpoint."""
+    ckpt = read_training_checkpoint(path, "detection", verb)
+    cfg = detect_config_from_dict(ckpt["config"])
+    cfg.model.pretrained_backbone = False  # the checkpoint has every weight
+    model = create_detector(**cfg.model.detector_kwargs(ckpt["meta"]["num_classes"], progress=False))
+    model.load_state_dict(ckpt["model"])
+    return model.to(map_location).eval(), ckpt
+
+
+class DetectionTask(Task):
+    name = "detection"
+    metrics = ("bbox_AP", "bbox_AP50", "segm_AP")
+    best_metric = "bbox_AP"
+    eval_batch_size = 4
+
+    def setup(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        d, masks = self.cfg.data, self.cfg.model.kind.endswith("mask_rcnn")
+        self.train_set = CocoDetection(d.train_images, d.train_annotations, train=True, masks=masks,
+                                       flip_prob=d.flip_prob, strict=d.strict)
+        if len(self.train_set) == 0:
+            raise DatasetError(f"{d.train_annotations} lists no images: check data.train_annotations")
+        self.val_set = None
+        if d.val_annotations:
+            self.val_set = CocoDetection(d.val_images, d.val_annotations, train=False, masks=masks, strict=d.strict)
+            if self.val_set.class_names != self.train_set.class_names:
+                raise DatasetError(f"{d.val_annotations} has categories {self.val_set.class_names}, "
+                                   f"{d.train_annotations} {self.train_set.class_names}: both need the same ones")
+        if trainer.dist.is_main:
+            for dataset in filter(None, (self.train_set, self.val_set)):
+                print(dataset.problem_report(), flush=True)
+
+    def build_model(self) -> nn.Module:
+        return create_detector(**self.cfg.model.detector_kwargs(self.train_set.num_classes,
+                                                               progress=self.trainer.dist.is_main))
+
+    def total_steps(self) -> int:
+        return self.cfg.optim.max_iters
+
+    def learning_rate(self, step: int) -> float:
+        o = self.cfg.optim
+        return learning_rate(step, o.lr, o.steps, o.gamma, o.warmup_iters, o.warmup_factor)
+
+    def batches(self, start_step: int) -> Iterator[Any]:
+        t, cfg = self.trainer, self.cfg
+        return iteration_batches(self.train_set, collate_detection, start_step, self.total_steps(),
+                                 cfg.optim.batch_size, cfg.engine.seed, t.dist.rank, t.dist.world, cfg.data.workers)
+
+    def losses(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        return model(images, targets)
+
+    def evaluate(self, model: nn.Module, step: int, final: bool) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        t, e = self.trainer, self.cfg.engine
+        return evaluate_detector(model, self.val_set, t.device, e.amp, e.eval_batch_size or self.eval_batch_size,
+                                 t.dist.rank, t.dist.world, progress=e.progress)
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": self.cfg.model.kind, "backbone": self.cfg.model.backbone,
+                "num_classes": self.train_set.num_classes, "class_names": list(self.train_set.class_names),
+                "label_to_cat_id": {int(k): int(v) for k, v in self.train_set.label_to_cat_id.items()}}
+
+    def describe(self) -> str:
+        return (f"{self.cfg.model.kind} on {self.cfg.model.backbone}, {len(self.train_set.class_names)} classes, "
+                f"{len(self.train_set)} training images")
+
+    def finish(self, model: nn.Module, out_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:
+        if self.val_set is None or not len(self.val_set):
+            return {}
+        from .visualize import write_overlays
+
+        samples = [self.val_set[i][0] for i in range(min(8, len(self.val_set)))]
+        return {"predictions": str(write_overlays(model.eval(), samples, self.train_set.class_names,
+                                                  out_dir / "predictions.png", self.trainer.device))}
+
+
+def train_detector(cfg: DetectConfig, dist_info: DistInfo | None = None) -> RunSummary:
+    """Train as ``cfg`` says; returns what happened (the main process has the file paths)."""
+    try:
+        return Trainer(DetectionTask(cfg), dist_info).train()
+    finally:
+        shutdown_distributed()

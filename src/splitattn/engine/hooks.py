@@ -1,0 +1,162 @@
+"""The hooks every run has: learning-rate schedule, evaluation, checkpoints, logs and pictures.
+
+They run in this order after each step: evaluation (so a checkpoint can tell a new best), checkpoints,
+logs. Every process runs every hook (evaluation is distributed); only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ..optional import available
+from .checkpoint import BEST, LAST
+from .loop import HookBase, Trainer
+
+
+class LRScheduleHook(HookBase):
+    """Sets each group's learning rate to the task's schedule × the group's ``lr_mult`` before every step."""
+
+    def before_step(self) -> None:
+        t = self.trainer
+        t.lr = t.task.learning_rate(t.step)
+        for group in t.optimizer.param_groups:
+            group["lr"] = t.lr * group.get("lr_mult", 1.0)
+
+
+class EvalHook(HookBase):
+    """Evaluates every ``period`` steps and at the end (unless a signal stopped the run)."""
+
+    def __init__(self, period: int):
+        self.period = period
+
+    def _evaluate(self, final: bool) -> None:
+        t = self.trainer
+        metrics = t.task.evaluate(t.model, t.step, final)
+        t.train_module.train()
+        t.metrics, t.metrics_step = metrics, t.step
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        if not scalars or not t.dist.is_main:
+            return
+        position = t.task.position(t.step)
+        t.logbook.evaluation({"step": t.step, **position, "train_loss": t.record.get("loss"), **scalars})
+        shown = ", ".join(f"{k} {scalars[k]:.4g}" for k in t.task.metrics if k in scalars)
+        where = "".join(f", {k} {v}" for k, v in position.items())
+        loss = f", train loss {t.record['loss']:.4f}" if "loss" in t.record else ""
+        print(f"step {t.step}/{t.total_steps}{where}: {shown}{loss}", flush=True)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.step % self.period == 0 and t.step < t.max_steps and not t.interrupted:
+            self._evaluate(final=False)
+
+    def after_train(self) -> None:
+        t = self.trainer
+        if not t.interrupted and t.metrics_step != t.step:
+            self._evaluate(final=True)
+
+
+class CheckpointHook(HookBase):
+    """``last.pth`` every ``period`` steps, when a signal stops the run and at the end; ``best.pth`` whenever the
+    task's ``best_metric`` reaches a new high."""
+
+    def __init__(self, period: int, metric: str | None):
+        self.period, self.metric = period, metric
+        self.best: dict[str, Any] | None = None
+        self.saved_step = self.checked_step = -1
+        self.files: dict[str, str] = {}
+
+    def _keep_best(self) -> None:
+        t = self.trainer
+        if not self.metric or t.metrics_step != t.step or self.checked_step == t.step:
+            return
+        self.checked_step = t.step
+        value = t.metrics.get(self.metric)
+        if isinstance(value, (int, float)) and (self.best is None or value > self.best["value"]):
+            self.best = {"metric": self.metric, "value": value, "step": t.step}
+            self.files["best"] = str(t.save(BEST))
+
+    def _save_last(self) -> None:
+        self.files["last"] = str(self.trainer.save(LAST))
+        self.saved_step = self.trainer.step
+
+    def after_step(self) -> None:
+        t = self.trainer
+        self._keep_best()
+        if t.step % self.period == 0 or t.interrupted:
+            self._save_last()
+
+    def after_train(self) -> None:
+        t = self.trainer
+        self._keep_best()
+        last = t.out_dir / "checkpoints" / LAST
+        if self.saved_step != t.step and (t.step > t.start_step or not last.is_file()):
+            self._save_last()
+        self.files.setdefault("last", str(last))
+        if (t.out_dir / "checkpoints" / BEST).is_file():
+            self.files.setdefault("best", str(t.out_dir / "checkpoints" / BEST))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+
+
+class LoggingHook(HookBase):
+    """A tqdm bar (loss, lr, images/s), a step record every ``period`` steps (JSONL, TensorBoard), and at the
+    end curves.png and the task's pictures."""
+
+    def __init__(self, period: int, progress: bool):
+        self.period, self.progress = period, progress
+        self.files: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def before_train(self) -> None:
+        t = self.trainer
+        self.bar = tqdm(total=t.max_steps, initial=t.step, desc=t.task.name, dynamic_ncols=True,
+                        disable=not (self.progress and t.dist.is_main))
+        self.tick, self.images = time.perf_counter(), 0.0
+
+    def after_step(self) -> None:
+        t = self.trainer
+        self.images += t.record["images"]
+        self.bar.update(1)
+        if t.step % self.period and t.step != t.max_steps and not t.interrupted:
+            return
+        rate = self.images / max(time.perf_counter() - self.tick, 1e-9)
+        self.tick, self.images = time.perf_counter(), 0.0
+        losses = {k: v for k, v in t.record.items() if k != "images"}
+        t.logbook.step({"step": t.step, **t.task.position(t.step), "lr": t.lr, **losses, "images_per_s": rate})
+        self.bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{t.lr:.3g}", img_s=f"{rate:.0f}")
+
+    def after_train(self) -> None:
+        t = self.trainer
+        self.bar.close()
+        if not t.dist.is_main:
+            return
+        self.files.update(log=str(t.logbook.steps_path))
+        if t.logbook.csv_path.is_file():
+            self.files["metrics"] = str(t.logbook.csv_path)
+        if available("matplotlib"):
+            from .plots import plot_curves
+
+            self.files["curves"] = str(plot_curves(t.out_dir, t.task.metrics))
+            self.files.update(t.task.finish(t.model, Path(t.out_dir), t.metrics))
+        else:
+            self.notes.append("curves.png and prediction pictures not written: pip install 'splitattn[plots]'")
+
+    def close(self) -> None:
+        if hasattr(self, "bar"):
+            self.bar.close()
+
+
+def default_hooks(trainer: Trainer) -> list[HookBase]:
+    e = trainer.cfg.engine
+    period = trainer.task.period()
+    return [LRScheduleHook(), EvalHook(e.eval_every_steps or period),
+            CheckpointHook(e.checkpoint_every_steps or period, trainer.task.best_metric),
+            LoggingHook(e.log_every_steps, e.progress)]
