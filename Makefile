@@ -43,8 +43,9 @@ test: setup data lint
 
 # The main job: train the CPU preset on Fashion-MNIST, evaluate on the 10k test set, write checkpoint,
 # curves and predictions grid to runs/fashion_mnist_cpu/; the last line gives test top-1 and wall time.
+# Each `make demo` trains afresh (--overwrite replaces the previous demo run in that folder).
 demo: setup data
-	$(VENV)/bin/splitattn train --config configs/fashion_mnist/resnest_cpu.yaml \
+	$(VENV)/bin/splitattn train --config configs/fashion_mnist/resnest_cpu.yaml --overwrite \
 		--summary-json runs/fashion_mnist_cpu/summary.json
 
 clean:

@@ -97,3 +97,17 @@ def test_hooks_run_in_order_and_a_finished_run_is_not_trained_again(tmp_path):
     cfg.engine.resume = "auto"
     again = Trainer(ToyTask(cfg, "none"), hooks=[Spy()]).train()
     assert again.step == 12 and calls == [("before_train", 12), ("after_train", 12)]
+
+
+def test_resume_auto_before_the_first_checkpoint_starts_afresh_but_a_new_run_is_refused(tmp_path):
+    """A torchrun restart before any checkpoint finds only the step log: with --resume auto it trains from the
+    start; without it, the folder is another run's and the new run is refused."""
+    from splitattn.engine import ConfigError
+
+    (tmp_path / "steps.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    cfg = ToyConfig()
+    cfg.engine.out_dir, cfg.engine.device, cfg.engine.progress = str(tmp_path), "cpu", False
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(ToyTask(cfg, "none"))
+    cfg.engine.resume = "auto"
+    assert Trainer(ToyTask(cfg, "none")).train().step == 12

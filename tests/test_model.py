@@ -132,8 +132,16 @@ def test_too_small_input_for_the_output_stride():
 
 def test_batch_size_one_in_training_explains_itself():
     model = create_model("resnest14").train()
-    with pytest.raises(ValueError, match=r"batch size 1 in training mode.*one value per channel.*model.eval\(\)"):
+    explained = r"batch size 1 in training mode.*one value per channel.*model.eval\(\)"
+    with pytest.raises(ValueError, match=explained) as err:
         model(torch.randn(1, 3, 64, 64))
+    # the options of every factory, each under its own argument name (create_detector takes norm=, not norm_layer=)
+    assert "norm_layer='frozenbn' or 'gn' (create_model)" in str(err.value)
+    assert "norm='frozenbn' or 'gn' (create_detector, create_segmenter)" in str(err.value)
+    synced = create_model("resnest14", norm_layer="syncbn").train()
+    with pytest.raises(ValueError) as err:  # syncbn already: say when it synchronises, do not suggest it again
+        synced(torch.randn(1, 3, 64, 64))
+    assert "SyncBatchNorm synchronises only then" in str(err.value) and "norm_layer=" not in str(err.value)
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 

@@ -13,16 +13,13 @@ A benchmark config holds these under a ``scenes:`` section beside the library's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from splitattn.classification.config import ClassificationConfig
-from splitattn.classification.data import DataBundle, TensorEvalBatches, balanced_subset, shard
+from splitattn.classification.data import DataBundle, TensorEvalBatches, TensorTrainBatches, balanced_subset
 from splitattn.classification.fashion_mnist import CLASSES, load_fashion_mnist
-from splitattn.classification.folder import DatasetError
-from splitattn.classification.transforms import pad_crop_flip
 from splitattn.models.zoo import IMAGENET_MEAN, IMAGENET_STD
 from splitattn.seeding import generator
 
@@ -53,65 +50,47 @@ class SceneStyleOptions:
             raise ValueError("scenes.erasing must be in [0, 1], scenes.resize 0 or >= 8")
 
 
-class SceneStyleTrainBatches:
-    """Shuffled, sharded, augmented batches from uint8 tensors (N, C, H, W) held in memory.
+class SceneStyleTrainBatches(TensorTrainBatches):
+    """The library's in-memory batches, drawn as the scenes experiments tried.
 
     ``zoom`` (lo, hi): after the crop and flip, each image is resized by a factor drawn from [lo, hi]
     about a random centre (:func:`random_zoom`; (1, 1) = off). ``scene_style``: grayscale images are
     then rendered in the scenes' look (tinted on a colour gradient, RGB), a fresh draw per image and step;
     with ``occluders`` > 0, up to that many other training garments are drawn around each one, behind or in
     front of it, as a crop of a scene at one garment shows them (:func:`draw_occluders`). ``erasing``: the
-    probability of Random Erasing, applied last (:func:`random_erasing_boxes`; 0 = off).
+    probability of Random Erasing in the batched form these records used (:func:`random_erasing_boxes`: N(0, 1)
+    noise boxes drawn for the whole global batch), not torchvision's per-image one of the library.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int, world: int,
                  seed: int, pad: int, mean: tuple[float, ...], std: tuple[float, ...], scene_style: bool = False,
                  zoom: tuple[float, float] = (1.0, 1.0), occluders: int = 0, erasing: float = 0.0):
-        self.images, self.labels, self.scene_style, self.zoom = images, labels, scene_style, tuple(zoom)
-        self.occluders, self.erasing = occluders, erasing
-        self.batch, self.rank, self.world, self.seed, self.pad = batch, rank, world, seed, pad
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
-        self.std = torch.tensor(std).view(1, -1, 1, 1)
-        if len(self) == 0:
-            raise DatasetError(f"{len(images)} training images are fewer than one batch of {batch} per process "
-                               f"× {world} processes: lower optim.batch_size or use more data")
+        super().__init__(images, labels, batch, rank, world, seed, pad, mean, std, erasing)
+        self.scene_style, self.zoom, self.occluders = scene_style, tuple(zoom), occluders
 
-    def __len__(self) -> int:
-        return (-(-len(self.images) // self.world)) // self.batch
+    def draw(self, x: torch.Tensor, gen: torch.Generator, positions: torch.Tensor) -> torch.Tensor:
+        size = self.batch * self.world
+        if self.zoom != (1.0, 1.0):
+            lo, hi = self.zoom
+            scale = (lo + (hi - lo) * torch.rand(size, generator=gen))[positions]
+            shift = (torch.rand(size, 2, generator=gen) * 2 - 1)[positions] * (scale - 1).abs()[:, None]
+            x = random_zoom(x, scale, shift)
+        if self.scene_style:
+            style = sample_scene_style(size, *x.shape[-2:], generator=gen)
+            behind = front = None
+            if self.occluders:
+                behind, front = draw_occluders(x, self.images, self.occluders, gen, positions=positions, draws=size)
+            x = render_scene_style(x, {key: value[positions] for key, value in style.items()}, behind, front)
+        return x
 
-    def batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple]:
-        order = torch.randperm(len(self.images), generator=generator(self.seed, epoch))
-        mine = shard(len(self.images), self.world, self.rank, order)
-        # Augmentation is drawn for the whole global batch and each process takes its samples' share,
-        # so N processes see exactly the images one process would see with the same global batch.
-        positions = torch.arange(self.batch) * self.world + self.rank
-        for step in range(start_step, len(self)):
-            index = mine[step * self.batch:(step + 1) * self.batch]
-            gen = generator(self.seed, epoch, step)
-            size = self.batch * self.world
-            dy = torch.randint(0, 2 * self.pad + 1, (size,), generator=gen)[positions]
-            dx = torch.randint(0, 2 * self.pad + 1, (size,), generator=gen)[positions]
-            flip = (torch.rand(size, generator=gen) < 0.5)[positions]
-            x = pad_crop_flip(self.images[index].float().div_(255), dy, dx, flip, self.pad)
-            if self.zoom != (1.0, 1.0):
-                lo, hi = self.zoom
-                scale = (lo + (hi - lo) * torch.rand(size, generator=gen))[positions]
-                shift = (torch.rand(size, 2, generator=gen) * 2 - 1)[positions] * (scale - 1).abs()[:, None]
-                x = random_zoom(x, scale, shift)
-            if self.scene_style:
-                style = sample_scene_style(size, *x.shape[-2:], generator=gen)
-                behind = front = None
-                if self.occluders:
-                    behind, front = draw_occluders(x, self.images, self.occluders, gen, positions=positions,
-                                                   draws=size)
-                x = render_scene_style(x, {key: value[positions] for key, value in style.items()}, behind, front)
-            x = (x - self.mean) / self.std
-            if self.erasing:
-                boxes = random_erasing_boxes(size, *x.shape[-2:], self.erasing, generator=gen)[positions]
-                noise = torch.randn((size, *x.shape[1:]), generator=gen)[positions]
-                x = torch.where(boxes[:, None], noise, x)
-            yield x, self.labels[index], []
-
+    def erase(self, x: torch.Tensor, gen: torch.Generator, positions: torch.Tensor, epoch: int,
+              step: int) -> torch.Tensor:
+        if not self.erasing:
+            return x
+        size = self.batch * self.world
+        boxes = random_erasing_boxes(size, *x.shape[-2:], self.erasing, generator=gen)[positions]
+        noise = torch.randn((size, *x.shape[1:]), generator=gen)[positions]
+        return torch.where(boxes[:, None], noise, x)
 
 
 def scene_style_data(cfg: ClassificationConfig, options: SceneStyleOptions, batch: int, rank: int = 0,

@@ -90,6 +90,19 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
     return shortcuts + list(args.overrides)
 
 
+def run_training(args: argparse.Namespace, load_config: Callable, train: Callable, last_line: Callable) -> None:
+    """A task's ``train`` verb: its config with the shortcut flags, the run, the report ending in
+    ``last_line(cfg, summary)``."""
+    cfg = load_config(args.config, train_overrides(args))
+    summary = train(cfg)
+    report_training(args, summary, cfg, last_line(cfg, summary))
+
+
+def metrics_text(metrics: dict, keys: tuple[str, ...]) -> str:
+    """``"bbox_AP 0.5070, …"`` for the ``keys`` that ``metrics`` holds as numbers."""
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float)) or "no validation set"
+
+
 def report_training(args: argparse.Namespace, summary, cfg, last_line: str) -> None:
     """Print the run's files, notes and ``last_line``; write ``--summary-json`` (main process only)."""
     if not summary.main_process:

@@ -12,23 +12,22 @@ from ..cli_common import (
     device_of,
     non_negative_int,
     positive_int,
-    report_training,
-    train_overrides,
+    run_training,
 )
+
+
+def _last_line(cfg, summary) -> str:
+    top1, count = summary.metrics.get("val_top1"), summary.metrics.get("val_count")
+    score = "n/a" if top1 is None else f"{top1:.2f}% on {count} images"
+    epochs = summary.step / (summary.total_steps / cfg.optim.epochs)
+    return f"{cfg.model.name}: top-1 {score} after {epochs:g} epoch(s), {summary.step} steps"
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .config import load_classification_config
     from .task import train_classifier
 
-    cfg = load_classification_config(args.config, train_overrides(args))
-    summary = train_classifier(cfg)
-    top1 = summary.metrics.get("val_top1")
-    count = summary.metrics.get("val_count")
-    score = "n/a" if top1 is None else f"{top1:.2f}% on {count} images"
-    epochs = summary.step / (summary.total_steps / cfg.optim.epochs)
-    report_training(args, summary, cfg, f"{cfg.model.name}: top-1 {score} after {epochs:g} epoch(s), "
-                                        f"{summary.step} steps")
+    run_training(args, load_classification_config, train_classifier, _last_line)
 
 
 def _predictor(args: argparse.Namespace, verb: str):

@@ -56,7 +56,13 @@ def balanced_subset(labels: list[int] | torch.Tensor, size: int, seed: int) -> t
 
 class TensorTrainBatches:
     """Shuffled, sharded, augmented batches from uint8 tensors (N, C, H, W) held in memory: random crop after
-    zero padding by ``pad``, horizontal flip, normalisation, and Random Erasing with probability ``erasing``."""
+    zero padding by ``pad``, horizontal flip, normalisation, and Random Erasing with probability ``erasing``.
+
+    Every draw of a step comes from the generator of (seed, epoch, step) and is made for the whole global
+    batch, each process taking its samples' share (``positions``), so N processes see exactly the images one
+    process would see with the same global batch. Subclasses can add to the pictures (:meth:`draw`, before
+    normalisation) or replace the erasing (:meth:`erase`) under the same rule.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch: int, rank: int, world: int,
                  seed: int, pad: int, mean: tuple[float, ...], std: tuple[float, ...], erasing: float = 0.0):
@@ -71,24 +77,30 @@ class TensorTrainBatches:
     def __len__(self) -> int:
         return (-(-len(self.images) // self.world)) // self.batch
 
+    def draw(self, x: torch.Tensor, gen: torch.Generator, positions: torch.Tensor) -> torch.Tensor:
+        """More augmentation of the cropped, flipped [0, 1] images (``x``: this process's rows); none here."""
+        return x
+
+    def erase(self, x: torch.Tensor, gen: torch.Generator, positions: torch.Tensor, epoch: int,
+              step: int) -> torch.Tensor:
+        """torchvision's Random Erasing on the normalised images, each image from its own seed."""
+        if not self.erasing:
+            return x
+        return random_erasing(x, self.erasing, [derive_seed(self.seed, epoch, step, int(p)) for p in positions])
+
     def batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         order = torch.randperm(len(self.images), generator=generator(self.seed, epoch))
         mine = shard(len(self.images), self.world, self.rank, order)
-        # Augmentation is drawn for the whole global batch and each process takes its samples' share,
-        # so N processes see exactly the images one process would see with the same global batch.
         positions = torch.arange(self.batch) * self.world + self.rank
+        size = self.batch * self.world
         for step in range(start_step, len(self)):
             index = mine[step * self.batch:(step + 1) * self.batch]
             gen = generator(self.seed, epoch, step)
-            size = self.batch * self.world
             dy = torch.randint(0, 2 * self.pad + 1, (size,), generator=gen)[positions]
             dx = torch.randint(0, 2 * self.pad + 1, (size,), generator=gen)[positions]
             flip = (torch.rand(size, generator=gen) < 0.5)[positions]
-            x = pad_crop_flip(self.images[index].float().div_(255), dy, dx, flip, self.pad)
-            x = (x - self.mean) / self.std
-            if self.erasing:
-                x = random_erasing(x, self.erasing, [derive_seed(self.seed, epoch, step, int(p)) for p in positions])
-            yield x, self.labels[index], []
+            x = self.draw(pad_crop_flip(self.images[index].float().div_(255), dy, dx, flip, self.pad), gen, positions)
+            yield self.erase((x - self.mean) / self.std, gen, positions, epoch, step), self.labels[index], []
 
 
 class TensorEvalBatches:

@@ -11,10 +11,10 @@ from ..cli_common import (
     add_train_parser,
     apply_max_pixels,
     device_of,
+    metrics_text,
     positive_int,
     probability,
-    report_training,
-    train_overrides,
+    run_training,
     write_json,
 )
 
@@ -23,12 +23,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .config import load_detect_config
     from .task import train_detector
 
-    cfg = load_detect_config(args.config, train_overrides(args))
-    summary = train_detector(cfg)
-    metrics = ", ".join(f"{k} {summary.metrics[k]:.4f}" for k in ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50")
-                        if isinstance(summary.metrics.get(k), float))
-    report_training(args, summary, cfg, f"{cfg.model.kind} {cfg.model.backbone}: {summary.step} iterations, "
-                                        f"{metrics or 'no validation set'}")
+    run_training(args, load_detect_config, train_detector, lambda cfg, summary: (
+        f"{cfg.model.kind} {cfg.model.backbone}: {summary.step} iterations, "
+        f"{metrics_text(summary.metrics, ('bbox_AP', 'bbox_AP50', 'segm_AP', 'segm_AP50'))}"))
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

@@ -38,6 +38,7 @@ from .. import __version__
 from ..layers import SyncBatchNorm, convert_sync_batchnorm, needs_two_samples
 from ..models.weights import CheckpointError, atomic_save, read_checkpoint_file
 from ..seeding import derive_seed
+from .allocator import keep_freed_memory
 from .checkpoint import FORMAT, LAST, checkpoint_task, existing_run, find_resume
 from .config import ConfigError, TaskConfig
 from .distributed import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed
@@ -263,6 +264,8 @@ class Trainer:
                               f"× optim.accum_steps={o.accum_steps}")
         self.per_process_batch = o.batch_size // self.dist.world
         self.micro_batch = self.per_process_batch // o.accum_steps
+        if self.device.type == "cpu":
+            keep_freed_memory()  # allocator.py: no page-fault storm from re-allocating each step's activations
         torch.manual_seed(e.seed)
         if e.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -302,7 +305,11 @@ class Trainer:
         """The checkpoint to resume from, or None; a fresh run into a folder holding a run is refused."""
         e = self.cfg.engine
         resume = find_resume(self.out_dir, e.resume)
-        found = existing_run(self.out_dir) if resume is None and not e.overwrite else []
+        # continuing this folder's run: --resume auto (with nothing to resume from, say a restart before the first
+        # checkpoint, it starts afresh) or one of its own checkpoints; resuming another run's writes here afresh
+        continuing = e.resume == "auto" or (resume is not None and
+                                            resume.resolve().parent == (self.out_dir / "checkpoints").resolve())
+        found = existing_run(self.out_dir) if not (continuing or e.overwrite) else []
         if any_rank(bool(found), self.device):  # every rank stops, or none does
             shown = ", ".join(str(p) for p in found[:3]) or "(on another node)"
             raise ConfigError(f"{self.out_dir} already holds a run ({shown}): pass --resume auto to continue it, "

@@ -11,8 +11,8 @@ from ..cli_common import (
     add_train_parser,
     apply_max_pixels,
     device_of,
-    report_training,
-    train_overrides,
+    metrics_text,
+    run_training,
     write_json,
 )
 
@@ -21,12 +21,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .config import load_segment_config
     from .task import train_segmenter
 
-    cfg = load_segment_config(args.config, train_overrides(args))
-    summary = train_segmenter(cfg)
-    metrics = ", ".join(f"{k} {summary.metrics[k]:.4f}" for k in ("mIoU", "pixAcc", "mIoU_ms_flip", "pixAcc_ms_flip")
-                        if isinstance(summary.metrics.get(k), float))
-    report_training(args, summary, cfg, f"{cfg.model.kind} {cfg.model.backbone}: {summary.step} iterations, "
-                                        f"{metrics or 'no validation set'}")
+    run_training(args, load_segment_config, train_segmenter, lambda cfg, summary: (
+        f"{cfg.model.kind} {cfg.model.backbone}: {summary.step} iterations, "
+        f"{metrics_text(summary.metrics, ('mIoU', 'pixAcc', 'mIoU_ms_flip', 'pixAcc_ms_flip'))}"))
 
 
 def _scales(text: str) -> list[float]:
