@@ -119,5 +119,5 @@ def scene_style_data(cfg: ClassificationConfig, options: SceneStyleOptions, batc
     return DataBundle(
         train=SceneStyleTrainBatches(train_x, train_y, batch, rank, world, seed, d.pad_crop, mean, std,
                                      options.style, tuple(options.zoom), options.occluders, options.erasing),
-        val=TensorEvalBatches(val_x, val_y, max(batch, 256), rank, world, mean, std),
+        val=TensorEvalBatches(val_x, val_y, cfg.engine.eval_batch_size or max(batch, 256), rank, world, mean, std),
         classes=list(CLASSES), in_chans=in_chans, mean=mean, std=std, image_size=train_x.shape[-1])

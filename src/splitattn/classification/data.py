@@ -179,7 +179,7 @@ def _fashion_mnist(cfg: ClassificationConfig, batch: int, rank: int, world: int)
     mean, std = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),)
     return DataBundle(
         train=TensorTrainBatches(train_x, train_y, batch, rank, world, seed, d.pad_crop, mean, std, d.random_erasing),
-        val=TensorEvalBatches(val_x, val_y, max(batch, 256), rank, world, mean, std),
+        val=TensorEvalBatches(val_x, val_y, cfg.engine.eval_batch_size or max(batch, 256), rank, world, mean, std),
         classes=list(FASHION_MNIST_CLASSES), in_chans=1, mean=mean, std=std, image_size=train_x.shape[-1])
 
 
@@ -203,7 +203,7 @@ def _image_folder(cfg: ClassificationConfig, batch: int, rank: int, world: int) 
             dataset.samples = [dataset.samples[i] for i in keep.tolist()]
     return DataBundle(
         train=FolderTrainBatches(train, batch, rank, world, cfg.engine.seed, d.workers),
-        val=FolderEvalBatches(val, batch, rank, world, d.workers),
+        val=FolderEvalBatches(val, cfg.engine.eval_batch_size or batch, rank, world, d.workers),
         classes=train.classes, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=size)
 
 

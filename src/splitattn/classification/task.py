@@ -29,7 +29,6 @@ class ClassificationTask(Task):
     name = "classification"
     metrics = ("val_top1", "val_top5")
     best_metric = "val_top1"
-    eval_batch_size = 256
 
     def __init__(self, cfg: ClassificationConfig, data: DataBundle | None = None):
         """``data``: batches of your own (a :class:`DataBundle`); None builds them from ``cfg.data``."""

@@ -48,7 +48,7 @@ class DetectionTask(Task):
     name = "detection"
     metrics = ("bbox_AP", "bbox_AP50", "segm_AP")
     best_metric = "bbox_AP"
-    eval_batch_size = 4
+    eval_batch_size = 4  # when engine.eval_batch_size is 0
 
     def setup(self, trainer: Trainer) -> None:
         self.trainer = trainer

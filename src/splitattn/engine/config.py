@@ -40,7 +40,9 @@ class EngineConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule still spans the whole run)
     checkpoint_every_steps: int = 0  # 0: the task's period (classification: each epoch; others: the end)
     eval_every_steps: int = 0  # 0: the task's period (classification: each epoch; others: the end)
-    eval_batch_size: int = 0  # 0: the task's default
+    # images per evaluation batch; 0: the task's default (classification max(batch, 256) in memory or the
+    # per-process batch from folders, detection 4; segmentation evaluates one image at a time, any size)
+    eval_batch_size: int = 0
     log_every_steps: int = 20
     tensorboard: bool = True  # when the tensorboard package is installed
     progress: bool = True

@@ -43,6 +43,7 @@ from .checkpoint import FORMAT, LAST, checkpoint_task, existing_run, find_resume
 from .config import ConfigError, TaskConfig
 from .distributed import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed
 from .logbook import Logbook
+from .optim import parameter_groups
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -134,7 +135,6 @@ class Task:
     name = "task"  # the checkpoints' "task" entry
     metrics: tuple[str, ...] = ()  # validation metrics drawn in curves.png
     best_metric: str | None = None  # higher is better; best.pth keeps the evaluation where it peaked
-    eval_batch_size = 1  # when engine.eval_batch_size is 0
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -148,8 +148,6 @@ class Task:
 
     def param_groups(self, model: nn.Module) -> list[dict]:
         """Optimizer groups; a group's ``lr_mult`` scales the scheduled learning rate."""
-        from .optim import parameter_groups
-
         return parameter_groups(model, self.cfg.optim.weight_decay)
 
     # ---- the schedule

@@ -52,7 +52,6 @@ class SegmentationTask(Task):
     name = "segmentation"
     metrics = ("mIoU", "pixAcc", "mIoU_ms_flip")
     best_metric = "mIoU"
-    eval_batch_size = 1
 
     def setup(self, trainer: Trainer) -> None:
         self.trainer = trainer
