@@ -35,7 +35,7 @@ def test_bench_cli_writes_json_and_names_a_missing_peer(tmp_path, capsys, monkey
     assert main(["bench", "--model", "resnest14", "--batch-sizes", "2", "--image-size", "64", "--dtypes", "fp32",
                  "--layouts", "nchw", "--modes", "eager", "--no-train", "--repeats", "2", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "note: timm is not installed, so there is no timm column: pip install timm" in text
+    assert "note: timm is not installed, so there is no timm column: pip install 'splitattn[bench]'" in text
     saved = json.loads(out.read_text())
     assert [r["form"] for r in saved["rows"]] == ["ours", "torchvision-resnet50"]
     assert main(["bench", "--dtypes", "fp16"]) == 2

@@ -108,7 +108,7 @@ def test_every_verb_that_runs_a_model_takes_device():
     assert runs_models <= set(verbs)
     for verb in runs_models:
         assert "--device" in verbs[verb].format_help(), verb
-    # the rest reads files or the zoo only: list, info, download, convert, export (it checks on the CPU it exports for)
+    # the rest reads files or the zoo only: list, info, download, convert; export runs its check on the CPU
     assert set(verbs) - runs_models == {"list", "info", "download", "convert", "export"}
 
 
@@ -148,10 +148,12 @@ def test_ctrl_c_during_eval_says_interrupted_and_exits_130(tmp_path):
     for label in range(1000):  # an ImageNet-shaped folder: 1000 classes, one (linked) photo each
         (tmp_path / "val" / f"n{label:04d}").mkdir(parents=True)
         (tmp_path / "val" / f"n{label:04d}" / "photo.jpg").symlink_to(photo)
-    process = subprocess.Popen([sys.executable, "-m", "splitattn", "eval", "--model", "resnest101", "--data",
+    process = subprocess.Popen([sys.executable, "-m", "splitattn", "eval", "--model", "resnest50", "--data",
                                 str(tmp_path), "--batch-size", "1", "--workers", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)  # imports and model built; evaluating
+    started = process.stdout.readline()  # printed just before the first batch
+    assert started.startswith("evaluating resnest50 (random weights)"), started + process.communicate()[1][-2000:]
+    time.sleep(1)
     assert process.poll() is None, process.communicate()[1][-2000:]
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)

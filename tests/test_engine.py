@@ -111,3 +111,20 @@ def test_resume_auto_before_the_first_checkpoint_starts_afresh_but_a_new_run_is_
         Trainer(ToyTask(cfg, "none"))
     cfg.engine.resume = "auto"
     assert Trainer(ToyTask(cfg, "none")).train().step == 12
+
+
+def test_a_compiled_training_module_gives_the_eager_losses(tmp_path):
+    """engine.compile: torch.compile of the training module (evaluation and checkpoints use the plain one)."""
+    eager = _toy_losses(tmp_path, 1, "eager")
+    cfg = ToyConfig()
+    cfg.engine.out_dir, cfg.engine.device, cfg.engine.progress, cfg.engine.log_every_steps = \
+        str(tmp_path / "compiled"), "cpu", False, 1
+    cfg.engine.compile = True
+    trainer = Trainer(ToyTask(cfg, "none"))
+    assert trainer.train_module is not trainer.model and hasattr(trainer.train_module, "_orig_mod")
+    trainer.train()
+    compiled = {r["step"]: r["loss"] for r in map(json.loads, (tmp_path / "compiled" / "steps.jsonl").read_text()
+                                                  .splitlines())}
+    assert all(compiled[s] == pytest.approx(eager[s], rel=1e-5) for s in eager)
+    saved = torch.load(tmp_path / "compiled" / "checkpoints" / "last.pth", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in saved["model"])  # the plain module's keys

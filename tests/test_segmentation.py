@@ -148,10 +148,10 @@ def test_short_training_and_cli(scenes, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["segment", "train", *SMALL_DEEPLAB, f"data.root={scenes}", "data.base_size=64", "data.crop_size=64",
             "optim.batch_size=8", "optim.max_iters=40", "engine.eval_every_steps=20", "eval.final_scales=false",
-            "engine.log_every_steps=5", f"engine.out_dir={out}", "engine.compile=true",
+            "engine.log_every_steps=5", f"engine.out_dir={out}",
             "--summary-json", str(tmp_path / "s.json")]
     assert main(args) == 0
-    # The engine end to end, compiled (learning itself: test_overfitting_four_scenes_raises_miou).
+    # The engine end to end (learning itself: test_overfitting_four_scenes_raises_miou; compile: test_engine.py)
     evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
     last = json.loads((tmp_path / "s.json").read_text())["metrics"]["mIoU"]
     assert [e["step"] for e in evals] == [20, 40]

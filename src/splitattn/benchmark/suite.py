@@ -108,7 +108,7 @@ def available_peers(config: BenchConfig, notes: list[str]) -> list[str]:
             try:
                 import timm  # noqa: F401
             except ImportError:
-                notes.append("timm is not installed, so there is no timm column: pip install timm")
+                notes.append("timm is not installed, so there is no timm column: pip install 'splitattn[bench]'")
                 continue
             if timm_name(config.model) is None:
                 notes.append(f"timm has no model with the architecture of {config.model}")

@@ -56,7 +56,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     channels_last = bool(engine.get("channels_last", False))
     if channels_last and not args.deploy:
         predictor.model.to(memory_format=torch.channels_last)
-    metrics = evaluate(predictor.model, batches, predictor.device, amp, channels_last)
+    print(f"evaluating {predictor.source} on {predictor.device}, {len(batches)} batches of up to {args.batch_size}",
+          flush=True)
+    metrics = evaluate(predictor.model, batches, predictor.device, amp, channels_last, progress=True)
     print(f"{predictor.source}: top-1 {metrics['val_top1']:.2f}%  top-5 {metrics['val_top5']:.2f}%  "
           f"loss {metrics['val_loss']:.4f} on {metrics['val_count']} images"
           + (f" ({metrics['val_skipped']} unreadable skipped)" if metrics["val_skipped"] else ""))

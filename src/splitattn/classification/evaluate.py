@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..engine.distributed import all_reduce_sum
 from ..engine.loop import autocast
@@ -12,13 +13,14 @@ from ..engine.loop import autocast
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, device: torch.device, amp: str = "none", channels_last: bool = False,
-             keep_examples: int = 0) -> dict:
+             keep_examples: int = 0, progress: bool = False) -> dict:
     """Loss, top-1 and top-5 (%) over every batch of ``batches``; ``examples`` holds the first
     ``keep_examples`` (images, labels, probabilities) of this process for a predictions picture."""
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64)  # loss sum, top-1 hits, top-5 hits, count, skipped
     examples = None
-    for images, labels, skipped in batches.batches():
+    for images, labels, skipped in tqdm(batches.batches(), total=len(batches), desc="eval", disable=not progress,
+                                        leave=False):
         totals[4] += len(skipped)
         if len(labels) == 0:
             continue
