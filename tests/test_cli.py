@@ -148,9 +148,12 @@ def test_ctrl_c_during_eval_says_interrupted_and_exits_130(tmp_path):
     for label in range(1000):  # an ImageNet-shaped folder: 1000 classes, one (linked) photo each
         (tmp_path / "val" / f"n{label:04d}").mkdir(parents=True)
         (tmp_path / "val" / f"n{label:04d}" / "photo.jpg").symlink_to(photo)
+    # a shell without job control (CI, `cmd &`) starts its children with SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: give the child the default disposition a terminal's Ctrl-C meets
     process = subprocess.Popen([sys.executable, "-m", "splitattn", "eval", "--model", "resnest50", "--data",
                                 str(tmp_path), "--batch-size", "1", "--workers", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = process.stdout.readline()  # printed just before the first batch
     assert started.startswith("evaluating resnest50 (random weights)"), started + process.communicate()[1][-2000:]
     time.sleep(1)
