@@ -32,7 +32,8 @@ class DistInfo:
 def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("engine.device=cuda but no CUDA device is available: use engine.device=cpu")
+            raise RuntimeError("the cuda device was asked for but no CUDA device is available: use --device cpu "
+                               "(engine.device=cpu in a config)")
         if local_rank >= torch.cuda.device_count():
             # NCCL refuses two ranks on one GPU, so more processes than GPUs cannot work
             raise RuntimeError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this machine has "
