@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..engine.config import EngineConfig, OptimConfig, TaskConfig, build_config, load_config
+from ..engine.config import EngineConfig, OptimConfig, TaskConfig, load_config
 
 
 @dataclass
@@ -104,7 +104,3 @@ def load_classification_config(path: str | Path | None = None,
                                overrides: list[str] | None = None) -> ClassificationConfig:
     """Read a YAML config (may be omitted), apply ``key=value`` overrides, check everything."""
     return load_config(ClassificationConfig, path, overrides)
-
-
-def classification_config_from_dict(data: dict[str, Any]) -> ClassificationConfig:
-    return build_config(ClassificationConfig, data)
