@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from splitattn.classification.config import ClassificationConfig
-from splitattn.classification.data import DataBundle, TensorEvalBatches, TensorTrainBatches, balanced_subset
-from splitattn.classification.fashion_mnist import CLASSES, load_fashion_mnist
+from splitattn.classification.data import DataBundle, TensorEvalBatches, TensorTrainBatches, fashion_mnist_tensors
+from splitattn.classification.fashion_mnist import CLASSES
 from splitattn.models.zoo import IMAGENET_MEAN, IMAGENET_STD
 from splitattn.seeding import generator
 
@@ -98,15 +98,7 @@ def scene_style_data(cfg: ClassificationConfig, options: SceneStyleOptions, batc
     """Fashion-MNIST batches drawn as ``options`` says (``cfg.data`` gives the splits and subsets)."""
     options.check()
     d, seed = cfg.data, cfg.engine.seed
-    train_x, train_y = load_fashion_mnist(d.root or None, d.train_split, d.download)
-    val_x, val_y = load_fashion_mnist(d.root or None, "test" if d.val_split in ("val", "test") else d.val_split)
-    if d.train_subset:
-        keep = balanced_subset(train_y, d.train_subset, seed)
-        train_x, train_y = train_x[keep], train_y[keep]
-    if d.val_subset:
-        keep = balanced_subset(val_y, d.val_subset, seed + 1)
-        val_x, val_y = val_x[keep], val_y[keep]
-    train_x, val_x = train_x.unsqueeze(1), val_x.unsqueeze(1)
+    train_x, train_y, val_x, val_y = fashion_mnist_tensors(cfg)
     if options.resize and options.resize != train_x.shape[-1]:
         train_x, val_x = resize_uint8(train_x, options.resize), resize_uint8(val_x, options.resize)
     if options.style:  # RGB in the scenes' look; the test images get one fixed draw

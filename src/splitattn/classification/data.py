@@ -164,7 +164,9 @@ class DataBundle:
     image_size: int
 
 
-def _fashion_mnist(cfg: ClassificationConfig, batch: int, rank: int, world: int) -> DataBundle:
+def fashion_mnist_tensors(cfg: ClassificationConfig) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, val images, val labels): uint8 (N, 1, 28, 28) and int64, the config's splits and
+    class-balanced subsets applied."""
     d, seed = cfg.data, cfg.engine.seed
     train_x, train_y = load_fashion_mnist(d.root or None, d.train_split, d.download)
     val_x, val_y = load_fashion_mnist(d.root or None, "test" if d.val_split in ("val", "test") else d.val_split)
@@ -174,7 +176,12 @@ def _fashion_mnist(cfg: ClassificationConfig, batch: int, rank: int, world: int)
     if d.val_subset:
         keep = balanced_subset(val_y, d.val_subset, seed + 1)
         val_x, val_y = val_x[keep], val_y[keep]
-    train_x, val_x = train_x.unsqueeze(1), val_x.unsqueeze(1)
+    return train_x.unsqueeze(1), train_y, val_x.unsqueeze(1), val_y
+
+
+def _fashion_mnist(cfg: ClassificationConfig, batch: int, rank: int, world: int) -> DataBundle:
+    d, seed = cfg.data, cfg.engine.seed
+    train_x, train_y, val_x, val_y = fashion_mnist_tensors(cfg)
     pixels = train_x.float().div(255)
     mean, std = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),)
     return DataBundle(
