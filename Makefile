@@ -15,9 +15,25 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 # and the foolbox wheel is only used for its 20 labelled ImageNet photos
 ORACLES := resnest==0.0.5 foolbox==3.3.4
 
-.PHONY: setup data test demo lint clean
+.PHONY: setup oracles data test demo lint clean
 
 setup: $(STAMP)
+
+# detectron2 (upstream snapshot in ../shared/oracles, built CPU-only from a writable copy, 5-10 min on
+# 2 cores) for the detection parity tests; the official d2 plug-in is imported from ../shared/oracles/ResNeSt.
+# Built once: its stamp only needs the venv to exist, so a Makefile edit does not rebuild it.
+ORACLE_SRC := ../shared/oracles
+D2_BUILD   := .oracles/detectron2
+D2_STAMP   := $(VENV)/.detectron2-oracle
+oracles: $(D2_STAMP)
+
+$(D2_STAMP): | $(STAMP)
+	@test -d $(ORACLE_SRC)/detectron2 || { echo "missing $(ORACLE_SRC)/detectron2: the oracle sources must sit beside the project"; exit 1; }
+	rm -rf $(D2_BUILD) && mkdir -p $(dir $(D2_BUILD)) && cp -r $(ORACLE_SRC)/detectron2 $(D2_BUILD)
+	$(PIP) install --quiet ninja wheel 'setuptools<81'
+	MAX_JOBS=2 $(PIP) install --quiet --no-build-isolation $(D2_BUILD)
+	$(PY) -c "import detectron2._C"
+	touch $@
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +54,7 @@ data:
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: setup data lint
+test: setup oracles data lint
 	$(PY) -m pytest -q --durations=10
 
 # The main job: train the CPU preset on Fashion-MNIST, evaluate on the 10k test set, write checkpoint,
@@ -49,4 +65,4 @@ demo: setup data
 		--summary-json runs/fashion_mnist_cpu/summary.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .oracles .pytest_cache .ruff_cache src/*.egg-info

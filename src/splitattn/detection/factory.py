@@ -23,8 +23,12 @@ from torchvision.ops import MultiScaleRoIAlign
 from .backbone import build_backbone
 from .cascade import CASCADE_BOX_WEIGHTS, CASCADE_IOUS, CascadeRoIHeads, ClassAgnosticPredictor
 from .heads import box_head, head_norm_layer, mask_head
+from .rcnn import build_rcnn
 
 DETECTORS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
+# "detectron2": the paper's own computation (rcnn/, proven against detectron2 + the official plug-in);
+# "torchvision": torchvision's RPN / RoIHeads / MultiScaleRoIAlign with our cascade
+FLAVOURS = ("detectron2", "torchvision")
 # detectron2's ResNeSt configs: RGB, PIXEL_MEAN [123.68, 116.779, 103.939] / STD [58.393, 57.12, 57.375]
 IMAGE_MEAN = (123.68 / 255, 116.779 / 255, 103.939 / 255)
 IMAGE_STD = (58.393 / 255, 57.12 / 255, 57.375 / 255)
@@ -77,6 +81,7 @@ def create_detector(
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
     roi_sampling_ratio: int = 0,
+    flavour: str = "torchvision",
     progress: bool = True,
     **backbone_overrides,
 ) -> GeneralizedRCNN:
@@ -95,16 +100,36 @@ def create_detector(
         min_size: training short side(s), sampled per iteration; ``test_size`` at eval.
         rpn_post_nms_train: proposals kept per image in training (None: 1000, 2000 for the cascades).
         roi_sampling_ratio: RoIAlign samples per bin side; 0 = adaptive (detectron2), 2 is cheaper on CPU.
+        flavour: ``'detectron2'`` computes what detectron2 + the official ResNeSt plug-in compute (ROIAlignV2,
+            unrounded anchors, background-last classes, detectron2's losses and post-processing; the layout of
+            converted official checkpoints) or ``'torchvision'`` (torchvision's RPN and RoI heads).
         **backbone_overrides: :func:`splitattn.create_model` arguments (e.g. ``base_planes``).
     """
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}: use one of {', '.join(DETECTORS)}")
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background too, so it must be >= 2 (COCO: 81), got {num_classes}")
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown flavour {flavour!r}: use one of {', '.join(FLAVOURS)}")
     cascade, masks = kind.startswith("cascade"), kind.endswith("mask_rcnn")
     head_norm = head_norm or ("none" if norm == "frozenbn" else norm)
     fpn = build_backbone(backbone, pretrained_backbone, norm, freeze_at, fpn_channels,
                          fpn_norm=head_norm_layer(head_norm), progress=progress, **backbone_overrides)
+    train_sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
+    if flavour == "detectron2":
+        if len(anchor_sizes) != len(fpn.strides):
+            raise ValueError(f"anchor_sizes needs one size per FPN level ({len(fpn.strides)}), got {len(anchor_sizes)}")
+        detector = build_rcnn(
+            kind, fpn, num_classes, head_norm=head_norm, box_head_type=box_head_type, box_conv_dim=box_conv_dim,
+            box_fc_dim=box_fc_dim, mask_conv_dim=mask_conv_dim, mask_num_convs=mask_num_convs,
+            anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios, train_sizes=train_sizes, test_size=test_size,
+            max_size=max_size, rpn_post_nms_train=rpn_post_nms_train, rpn_post_nms_test=rpn_post_nms_test,
+            rpn_pre_nms_train=rpn_pre_nms_train, rpn_pre_nms_test=rpn_pre_nms_test,
+            rpn_batch_size_per_image=rpn_batch_size_per_image, box_batch_size_per_image=box_batch_size_per_image,
+            score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
+            roi_sampling_ratio=roi_sampling_ratio)
+        detector.kind, detector.num_classes, detector.flavour = kind, num_classes, flavour
+        return detector
 
     anchors = AnchorGenerator(tuple((s,) for s in anchor_sizes), (tuple(aspect_ratios),) * len(anchor_sizes))
     if len(anchor_sizes) != len(fpn.strides):
@@ -135,10 +160,9 @@ def create_detector(
         roi_heads = RoIHeads(box_pool, head, FastRCNNPredictor(width, num_classes), 0.5, 0.5,
                              box_batch_size_per_image, 0.25, None, **inference, **mask_parts)
 
-    train_sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
     transform = MultiScaleTransform(train_sizes, test_size, max_size, list(IMAGE_MEAN), list(IMAGE_STD))
     detector = GeneralizedRCNN(fpn, rpn, roi_heads, transform)
-    detector.kind, detector.num_classes = kind, num_classes
+    detector.kind, detector.num_classes, detector.flavour = kind, num_classes, flavour
     return detector
 
 

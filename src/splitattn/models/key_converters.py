@@ -233,7 +233,7 @@ def _is_tensor_dict(obj: object) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def _unwrap(obj: object, notes: list[str]) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(obj: object, notes: list[str]) -> dict[str, torch.Tensor]:
     """Find the dict of tensors inside a training/detector checkpoint; strip ``module.`` (DataParallel/DDP)."""
     path = "checkpoint"
     while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
@@ -292,7 +292,7 @@ def detect_layout(state_dict: Mapping) -> str:
     """``'official'`` (also timm), ``'detectron2'``, ``'mmdet'`` (also mmseg) or ``'mmpretrain'`` (a deep stem of
     ``ConvModule`` blocks: ``stem.0.conv.weight``); checkpoint wrappers and detector/classifier prefixes are
     looked through. Raises ValueError naming the keys seen when none fits."""
-    backbone, _ = _split_backbone(_unwrap(state_dict, []), [])
+    backbone, _ = _split_backbone(unwrap_state_dict(state_dict, []), [])
     return _detect(list(backbone))
 
 
@@ -322,7 +322,7 @@ def to_official(state_dict: Mapping, source: str = "auto") -> tuple[dict[str, to
     """
     _check_layout(source, allow_auto=True)
     notes: list[str] = []
-    backbone, outside = _split_backbone(_unwrap(state_dict, notes), notes)
+    backbone, outside = _split_backbone(unwrap_state_dict(state_dict, notes), notes)
     layout = _detect(list(backbone)) if source == "auto" else source
     if layout in ("mmdet", "mmpretrain") and any(re.fullmatch(r"head\.fc\.(weight|bias)", k) for k in outside):
         backbone.update({k: outside.pop(k) for k in ("head.fc.weight", "head.fc.bias") if k in outside})
