@@ -1,10 +1,12 @@
-"""Shared helpers. The oracles (official `resnest` package, timm) must be installed: a missing
+"""Shared helpers. The oracles (official `resnest` package, timm, detectron2) must be installed: a missing
 oracle is a set-up error that fails the run, never a silent skip (`make test` installs them)."""
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from torch import nn
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-for _oracle, _how in [("resnest", "pip install --no-deps resnest==0.0.5"), ("timm", "pip install timm")]:
+for _oracle, _how in [("resnest", "pip install --no-deps resnest==0.0.5"), ("timm", "pip install timm"),
+                      ("detectron2", "make oracles")]:
     if importlib.util.find_spec(_oracle) is None:
         raise pytest.UsageError(f"test oracle {_oracle!r} is not installed: run `make test` (or `{_how}`)")
 
@@ -88,3 +91,45 @@ def two_node_torchrun(command: list[str], env: dict, timeout: float = 600) -> li
         stdout, stderr = agent.communicate(timeout=timeout)
         results.append(subprocess.CompletedProcess(agent.args, agent.returncode, stdout, stderr))
     return results
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves files from the server's folder; paths under /truncated/ lie about their length."""
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        if self.path.startswith("/truncated/"):
+            body = (Path(self.server.root) / self.path.rsplit("/", 1)[1]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + 4096))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = lambda *a, **k: _Handler(*a, directory=str(root), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.requests, httpd.root = [], str(root)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPLITATTN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SPLITATTN_MIRRORS", raising=False)
+    return tmp_path / "home"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import shutil
 import subprocess
-import threading
 import warnings
 from pathlib import Path
 
@@ -16,48 +14,6 @@ import torch
 import splitattn
 from splitattn.models.weights import CheckpointError, atomic_save, cache_dir, read_checkpoint_file, read_state_dict
 from splitattn.models.zoo import Checkpoint, ModelEntry, get_entry, register_model, unregister_model
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves files from the server's folder; paths under /truncated/ lie about their length."""
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        if self.path.startswith("/truncated/"):
-            body = (Path(self.server.root) / self.path.rsplit("/", 1)[1]).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body) + 4096))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        super().do_GET()
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = lambda *a, **k: _Handler(*a, directory=str(root), **k)  # noqa: E731
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.requests, httpd.root = [], str(root)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPLITATTN_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SPLITATTN_MIRRORS", raising=False)
-    return tmp_path / "home"
 
 
 def _dead_url() -> str:

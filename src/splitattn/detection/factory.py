@@ -8,6 +8,7 @@ Defaults are detectron2's ResNeSt COCO configs (paper-facts §8.1).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 from torch import nn
@@ -24,6 +25,10 @@ from .backbone import build_backbone
 from .cascade import CASCADE_BOX_WEIGHTS, CASCADE_IOUS, CascadeRoIHeads, ClassAgnosticPredictor
 from .heads import box_head, head_norm_layer, mask_head
 from .rcnn import build_rcnn
+
+# arguments a caller may change on a pretrained detector (inference settings, not the architecture)
+_OVERRIDABLE = ("score_thresh", "nms_thresh", "detections_per_img", "test_size", "max_size_test", "min_size",
+                "max_size", "rpn_post_nms_test", "rpn_pre_nms_test", "norm", "head_norm", "freeze_at", "flavour")
 
 DETECTORS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
 # "detectron2": the paper's own computation (rcnn/, proven against detectron2 + the official plug-in);
@@ -52,10 +57,11 @@ class MultiScaleTransform(GeneralizedRCNNTransform):
 
 
 def create_detector(
-    kind: str,
-    backbone: str = "resnest50",
-    num_classes: int = 81,
+    kind: str | None = None,
+    backbone: str | None = None,
+    num_classes: int | None = None,
     *,
+    pretrained: str | None = None,
     pretrained_backbone: bool | str = False,
     norm: str = "syncbn",
     head_norm: str | None = None,
@@ -71,6 +77,7 @@ def create_detector(
     min_size: int | Sequence[int] = COCO_TRAIN_SIZES,
     test_size: int = 800,
     max_size: int = 1333,
+    max_size_test: int | None = None,
     rpn_post_nms_train: int | None = None,
     rpn_post_nms_test: int = 1000,
     rpn_pre_nms_train: int = 2000,
@@ -85,10 +92,14 @@ def create_detector(
     progress: bool = True,
     **backbone_overrides,
 ) -> GeneralizedRCNN:
-    """Build ``kind`` in :data:`DETECTORS` on a zoo ``backbone``.
+    """Build ``kind`` in :data:`DETECTORS` on a zoo ``backbone`` (default ``resnest50``).
 
     Args:
-        num_classes: object classes + 1 for background (81 for COCO), as torchvision counts.
+        pretrained: a detection zoo name (``splitattn list --task detect``): builds that checkpoint's
+            architecture and settings (detectron2 flavour, 80 COCO classes) and loads the released weights;
+            ``kind`` / ``backbone`` / ``num_classes`` may be left out; inference arguments (score / NMS
+            thresholds, sizes, norms) set to other than their defaults override the row's.
+        num_classes: object classes + 1 for background (81 for COCO, the default), as torchvision counts.
         pretrained_backbone: False, True (the zoo's ImageNet weights) or a path to an official-layout
             state_dict (``splitattn convert`` turns detectron2 / mmdet backbones into one).
         norm: backbone norm, ``'syncbn'`` (paper; synchronised under torchrun, CPU or GPU), ``'bn'``,
@@ -98,6 +109,7 @@ def create_detector(
         box_head_type: ``'4conv1fc'`` (paper) or ``'2fc'``.
         mask_num_convs: 3×3 convs in the mask head (4 in the paper's configs).
         min_size: training short side(s), sampled per iteration; ``test_size`` at eval.
+        max_size / max_size_test: longest side in training / at eval (``max_size_test`` None: ``max_size``).
         rpn_post_nms_train: proposals kept per image in training (None: 1000, 2000 for the cascades).
         roi_sampling_ratio: RoIAlign samples per bin side; 0 = adaptive (detectron2), 2 is cheaper on CPU.
         flavour: ``'detectron2'`` computes what detectron2 + the official ResNeSt plug-in compute (ROIAlignV2,
@@ -105,6 +117,10 @@ def create_detector(
             converted official checkpoints) or ``'torchvision'`` (torchvision's RPN and RoI heads).
         **backbone_overrides: :func:`splitattn.create_model` arguments (e.g. ``base_planes``).
     """
+    if pretrained is not None:
+        return _create_pretrained(pretrained, kind, backbone, num_classes, progress, **{
+            k: v for k, v in locals().items() if k in _OVERRIDABLE and v != _DEFAULTS[k]})
+    backbone, num_classes = backbone or "resnest50", 81 if num_classes is None else num_classes
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}: use one of {', '.join(DETECTORS)}")
     if num_classes < 2:
@@ -123,7 +139,8 @@ def create_detector(
             kind, fpn, num_classes, head_norm=head_norm, box_head_type=box_head_type, box_conv_dim=box_conv_dim,
             box_fc_dim=box_fc_dim, mask_conv_dim=mask_conv_dim, mask_num_convs=mask_num_convs,
             anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios, train_sizes=train_sizes, test_size=test_size,
-            max_size=max_size, rpn_post_nms_train=rpn_post_nms_train, rpn_post_nms_test=rpn_post_nms_test,
+            max_size=max_size, max_size_test=max_size_test, rpn_post_nms_train=rpn_post_nms_train,
+            rpn_post_nms_test=rpn_post_nms_test,
             rpn_pre_nms_train=rpn_pre_nms_train, rpn_pre_nms_test=rpn_pre_nms_test,
             rpn_batch_size_per_image=rpn_batch_size_per_image, box_batch_size_per_image=box_batch_size_per_image,
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
@@ -160,13 +177,36 @@ def create_detector(
         roi_heads = RoIHeads(box_pool, head, FastRCNNPredictor(width, num_classes), 0.5, 0.5,
                              box_batch_size_per_image, 0.25, None, **inference, **mask_parts)
 
+    if max_size_test not in (None, max_size):
+        raise ValueError("the torchvision flavour has one max_size for training and eval: leave max_size_test unset")
     transform = MultiScaleTransform(train_sizes, test_size, max_size, list(IMAGE_MEAN), list(IMAGE_STD))
     detector = GeneralizedRCNN(fpn, rpn, roi_heads, transform)
     detector.kind, detector.num_classes, detector.flavour = kind, num_classes, flavour
     return detector
 
 
+def _create_pretrained(name: str, kind, backbone, num_classes, progress: bool, **overrides) -> nn.Module:
+    from .zoo import detector_kwargs, get_detection_entry, load_pretrained
+
+    row = get_detection_entry(name)
+    kwargs = detector_kwargs(row)
+    for key, value in (("kind", kind), ("backbone", backbone), ("num_classes", num_classes)):
+        if value is not None and value != kwargs[key]:
+            raise ValueError(f"{name} is a {kwargs['kind']} on {kwargs['backbone']} with {kwargs['num_classes']} "
+                             f"classes (background included): {key}={value!r} does not fit it; leave it out")
+    if overrides.get("flavour", "detectron2") != "detectron2":
+        raise ValueError(f"{name} is a detectron2 checkpoint: it loads into flavour='detectron2' only")
+    kwargs.update(overrides)
+    model = create_detector(**kwargs, progress=progress)
+    model.pretrained_notes = load_pretrained(model, row, progress)
+    model.pretrained = name
+    return model
+
+
 def detector_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(create_detector).parameters.items()}

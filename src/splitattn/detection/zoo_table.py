@@ -58,7 +58,8 @@ class DetectionCheckpointRow:
     mask_ap: float | None
     ap_source: str  # where the AP figure is printed (file + repo + commit)
     config: str  # upstream config path
-    train_sizes: tuple[int, int]  # (min, max) short-side range, or (s, s) for fixed
+    train_sizes: tuple[int, int]  # (min, max) short side
+    train_sampling: str  # "range": any integer in [min, max]; "choice": one of min, min + 32, ..., max
     train_max_size: int
     test_size: int
     test_max_size: int
@@ -142,6 +143,8 @@ def _d2_row(
         ap_source=_D2_SEG_AP if kind.endswith("mask_rcnn") else _D2_DET_AP,
         config=config,
         train_sizes=train_sizes,
+        # the instance-segmentation configs keep Base-RCNN-FPN.yaml's (640, 672, ..., 800) "choice" sampling
+        train_sampling="choice" if kind.endswith("mask_rcnn") and train_sizes == (640, 800) else "range",
         train_max_size=train_max_size,
         test_size=800,
         test_max_size=1333,
@@ -175,6 +178,7 @@ def _mmdet_row(
         ap_source=_MMDET_AP,
         config=f"configs/resnest/{config_stem}.py",
         train_sizes=(640, 800),
+        train_sampling="choice" if masked else "range",  # mmdet multiscale_mode 'value' / 'range'
         train_max_size=1333,
         test_size=800,
         test_max_size=1333,

@@ -1,0 +1,75 @@
+"""The detection zoo: the released ResNeSt detectors (rows in :mod:`.zoo_table`), built and loaded by name.
+
+``create_detector(pretrained=name)`` builds the row's architecture (the detectron2 flavour), downloads the
+file (cache, sha256 prefix, ``SPLITATTN_MIRRORS``, the offline message of :mod:`splitattn.models.weights`),
+converts it (:mod:`.convert`) and loads it with ``strict=True``. mmdet rows are listed with their figures;
+loading them needs mmdet's layout converter and, for Cascade Mask R-CNN, one mask head per stage, which
+splitattn does not have yet: asking for one says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+from types import MappingProxyType
+
+from torch import nn
+
+from ..models.weights import CheckpointError, download_checkpoint, read_checkpoint_file
+from .convert import from_detectron2
+from .zoo_table import DETECTION_CHECKPOINTS, DetectionCheckpointRow
+
+DETECTION_ZOO = MappingProxyType({row.name: row for row in DETECTION_CHECKPOINTS})
+
+# COCO-2017's 80 categories in category-id order: label k (1..80) is the k-th (detectron2's contiguous ids + 1)
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
+
+
+def get_detection_entry(name: str) -> DetectionCheckpointRow:
+    if name in DETECTION_ZOO:
+        return DETECTION_ZOO[name]
+    close = difflib.get_close_matches(name, list(DETECTION_ZOO), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown detection checkpoint {name!r}.{hint} See `splitattn list --task detect`.")
+
+
+def list_detectors(layout: str | None = None) -> list[str]:
+    return [row.name for row in DETECTION_CHECKPOINTS if layout in (None, row.layout)]
+
+
+def train_sizes(row: DetectionCheckpointRow) -> tuple[int, ...]:
+    low, high = row.train_sizes
+    return tuple(range(low, high + 1, 32 if row.train_sampling == "choice" else 1))
+
+
+def detector_kwargs(row: DetectionCheckpointRow) -> dict:
+    """:func:`~splitattn.detection.create_detector` arguments that rebuild ``row``'s architecture and settings."""
+    return dict(kind=row.kind, backbone=row.backbone, num_classes=len(COCO_CLASSES) + 1, norm="syncbn",
+                head_norm="syncbn", flavour="detectron2", mask_num_convs=row.mask_head_convs or 4,
+                min_size=train_sizes(row), max_size=row.train_max_size, test_size=row.test_size,
+                max_size_test=row.test_max_size)
+
+
+def load_pretrained(model: nn.Module, row: DetectionCheckpointRow, progress: bool = True) -> list[str]:
+    """Download ``row``'s file, convert it and load it into ``model`` (strict); returns the converter's notes."""
+    if row.layout != "detectron2":
+        raise CheckpointError(
+            f"{row.name} is an mmdet checkpoint: splitattn lists it but cannot load it yet (no mmdet detector "
+            "converter; its Cascade Mask R-CNN has one mask head per stage). Use a detectron2 row: "
+            f"{', '.join(list_detectors('detectron2'))}")
+    path = download_checkpoint(row.urls, row.filename, row.sha256_prefix, progress)
+    state, notes = from_detectron2(read_checkpoint_file(path))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit the {row.name} architecture: {err}") from None
+    return notes

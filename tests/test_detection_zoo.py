@@ -1,0 +1,95 @@
+"""The detection zoo: every official detectron2 checkpoint's architecture loads its file's keys strictly,
+and ``create_detector(pretrained=...)`` downloads (local HTTP server), checks and loads a file."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+import torch
+
+from splitattn.detection import create_detector
+from splitattn.detection import zoo as detection_zoo
+from splitattn.detection.convert import from_detectron2
+from splitattn.detection.zoo import DETECTION_ZOO, detector_kwargs, list_detectors
+from splitattn.models.weights import CheckpointError
+from tests.oracles.detectron2_models import oracle_cfg
+
+D2_ROWS = list_detectors("detectron2")
+
+
+def _oracle_state(row) -> dict[str, torch.Tensor]:
+    """The state_dict detectron2's checkpointer writes for ``row``'s config (FrozenBN stem/res2 included)."""
+    from detectron2.modeling import build_model
+
+    cfg = oracle_cfg(row.config.removeprefix("d2/configs/"))
+    return build_model(cfg).state_dict()
+
+
+def test_every_official_detectron2_checkpoint_is_in_the_zoo():
+    assert len(D2_ROWS) == 10
+    kinds = {(DETECTION_ZOO[n].kind, DETECTION_ZOO[n].backbone) for n in D2_ROWS}
+    assert kinds == {("faster_rcnn", "resnest50"), ("faster_rcnn", "resnest101"), ("cascade_rcnn", "resnest50"),
+                     ("cascade_rcnn", "resnest101"), ("cascade_rcnn", "resnest200"), ("mask_rcnn", "resnest50"),
+                     ("mask_rcnn", "resnest101"), ("cascade_mask_rcnn", "resnest50"),
+                     ("cascade_mask_rcnn", "resnest101"), ("cascade_mask_rcnn", "resnest200")}
+    for name in D2_ROWS:
+        row = DETECTION_ZOO[name]
+        assert row.urls and all(u.endswith(row.filename) for u in row.urls)
+        assert row.sha256_prefix is None or f"-{row.sha256_prefix}.pth" in row.filename
+        assert row.box_ap and (row.mask_ap is not None) == row.kind.endswith("mask_rcnn")
+
+
+@pytest.mark.parametrize("name", D2_ROWS)
+def test_official_checkpoint_layout_loads_strictly(name):
+    row = DETECTION_ZOO[name]
+    state, _ = from_detectron2({"model": _oracle_state(row), "iteration": 89999})
+    model = create_detector(**detector_kwargs(row), progress=False)
+    model.load_state_dict(state, strict=True)
+    if row.mask_head_convs == 8:
+        assert hasattr(model.roi_heads.mask_head, "mask_fcn8")
+
+
+@pytest.fixture
+def served_faster(server, home, monkeypatch):
+    """The Faster R-CNN S50 row pointed at a detectron2-layout file on the local server."""
+    from detectron2.modeling import build_model
+
+    row = DETECTION_ZOO["faster_rcnn_resnest50_fpn_d2"]
+    torch.manual_seed(0)
+    oracle = build_model(oracle_cfg(row.config.removeprefix("d2/configs/"))).eval()
+    path = server.root + "/" + "served.pth"
+    torch.save({"model": oracle.state_dict(), "iteration": 89999}, path)
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:8]
+    filename = f"faster_rcnn_test-{digest}.pth"
+    (home.parent / "served" / "served.pth").rename(home.parent / "served" / filename)
+    local = dataclasses.replace(row, filename=filename, sha256_prefix=digest, urls=(f"{server.url}/{filename}",))
+    monkeypatch.setattr(detection_zoo, "DETECTION_ZOO", {**DETECTION_ZOO, row.name: local})
+    return oracle, row.name, filename
+
+
+def test_pretrained_downloads_checks_and_loads(served_faster, home):
+    oracle, name, filename = served_faster
+    model = create_detector(pretrained=name, score_thresh=0.2, progress=False)
+    assert (home / "checkpoints" / filename).is_file()
+    assert model.roi_heads.score_thresh == 0.2 and model.pretrained == name
+    ours = {k: v for k, v in model.state_dict().items() if k.startswith("roi_heads.")}
+    theirs = {k: v for k, v in oracle.state_dict().items() if k.startswith("roi_heads.")}
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    with pytest.raises(ValueError, match="is a faster_rcnn on resnest50"):
+        create_detector("mask_rcnn", pretrained=name)
+
+
+def test_pretrained_errors(served_faster, home, monkeypatch):
+    _, name, filename = served_faster
+    row = detection_zoo.DETECTION_ZOO[name]
+    monkeypatch.setattr(detection_zoo, "DETECTION_ZOO",
+                        {**detection_zoo.DETECTION_ZOO, name: dataclasses.replace(row, sha256_prefix="00000000")})
+    with pytest.raises(CheckpointError, match="does not start with the expected 00000000"):
+        create_detector(pretrained=name, progress=False)
+    assert not (home / "checkpoints" / filename).exists()
+    with pytest.raises(CheckpointError, match="mmdet checkpoint"):
+        create_detector(pretrained="mask_rcnn_resnest50_fpn_mmdet", progress=False)
+    with pytest.raises(ValueError, match="Did you mean faster_rcnn_resnest50_fpn_d2"):
+        create_detector(pretrained="faster_rcnn_resnest50_fpn_d3")
