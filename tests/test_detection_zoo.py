@@ -93,3 +93,39 @@ def test_pretrained_errors(served_faster, home, monkeypatch):
         create_detector(pretrained="mask_rcnn_resnest50_fpn_mmdet", progress=False)
     with pytest.raises(ValueError, match="Did you mean faster_rcnn_resnest50_fpn_d2"):
         create_detector(pretrained="faster_rcnn_resnest50_fpn_d3")
+
+
+def test_cli_predict_with_pretrained_and_list(served_faster, tmp_path, capsys):
+    from splitattn.cli import main
+    from splitattn.data.sample_photos import PHOTOS_DIR
+
+    _, name, _ = served_faster
+    assert main(["detect", "predict", "--pretrained", name, str(PHOTOS_DIR / "chelsea.jpg"),
+                 "--out-dir", str(tmp_path / "out"), "--score-thresh", "0.0"]) == 0
+    out = capsys.readouterr().out
+    assert "chelsea.jpg:" in out and (tmp_path / "out" / "chelsea_detections.png").is_file()
+    assert main(["list", "--task", "detect", "cascade_mask*"]) == 0
+    table = capsys.readouterr().out
+    assert "cascade_mask_rcnn_resnest200_fpn_tricks_d2" in table and "50.54" in table and "faster" not in table
+    assert main(["detect", "eval", "--pretrained", name]) == 2
+    assert "--pretrained needs --images and --annotations" in capsys.readouterr().err
+
+
+def test_convert_whole_detector_then_load_it(tmp_path, capsys):
+    """`splitattn convert --detector` on a detectron2 file, then create_detector(kind, pretrained=PATH) on either."""
+    from splitattn.cli import main
+
+    row = DETECTION_ZOO["mask_rcnn_resnest50_fpn_d2"]
+    torch.manual_seed(0)
+    d2_file, ours_file = tmp_path / "model_final.pth", tmp_path / "converted.pth"
+    torch.save({"model": _oracle_state(row), "iteration": 89999}, d2_file)
+    assert main(["convert", str(d2_file), str(ours_file), "--detector"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    a = create_detector("mask_rcnn", pretrained=str(d2_file), progress=False)
+    b = create_detector("mask_rcnn", pretrained=str(ours_file), progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="name the architecture too"):
+        create_detector(pretrained=str(d2_file))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        create_detector("cascade_mask_rcnn", pretrained=str(d2_file), progress=False)
+    assert main(["convert", str(tmp_path / "missing.pth"), str(ours_file), "--detector"]) == 2

@@ -24,6 +24,11 @@ from .optional import MissingDependency
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
+    if args.task == "detect":
+        from .detection.zoo import detection_zoo_table
+
+        print(detection_zoo_table(args.pattern))
+        return
     from .models.zoo import get_entry, list_models
     from .report import zoo_table
 
@@ -122,6 +127,14 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
+    if args.detector:
+        from .detection.convert import convert_detector_file
+
+        for note in convert_detector_file(args.source, args.output):
+            print(note)
+        print(f"wrote {args.output} (a splitattn detector state_dict: "
+              "create_detector(KIND, BACKBONE, flavour='detectron2', pretrained=PATH))")
+        return
     from .models.key_converters import convert_checkpoint_file
 
     for note in convert_checkpoint_file(args.source, args.output, source=args.layout):
@@ -138,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnest50*'")
     p.add_argument("--tag", choices=["resnest", "fast", "baseline"], help="only models with this tag")
     p.add_argument("--pretrained", action="store_true", help="only models with released weights")
+    p.add_argument("--task", choices=["classify", "detect"], default="classify",
+                   help="classify: the backbone zoo (default); detect: the released detectors")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="everything about one model: architecture, figures, eval transform, weights")
@@ -189,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="layout", default="auto",
                    choices=["auto", "official", "detectron2", "mmdet", "mmpretrain"],
                    help="source key layout (default: detected)")
+    p.add_argument("--detector", action="store_true",
+                   help="keep the whole detector (a detectron2 ResNeSt R-CNN file): backbone, FPN, RPN and heads")
     p.set_defaults(func=_cmd_convert)
 
     from .classification.cli import add_commands as classification_commands

@@ -28,26 +28,43 @@ def _cmd_train(args: argparse.Namespace) -> None:
         f"{metrics_text(summary.metrics, ('bbox_AP', 'bbox_AP50', 'segm_AP', 'segm_AP50'))}"))
 
 
+def _load_model(args: argparse.Namespace, device, verb: str):
+    """(model in eval mode, class names, the checkpoint's data section or {}) from --checkpoint or --pretrained."""
+    if args.pretrained:
+        from .factory import create_detector
+        from .zoo import COCO_CLASSES
+
+        model = create_detector(pretrained=args.pretrained)
+        print(f"{args.pretrained}: " + "; ".join(model.pretrained_notes))
+        return model.to(device).eval(), list(COCO_CLASSES), {}
+    from .task import load_detector_checkpoint
+
+    model, ckpt = load_detector_checkpoint(args.checkpoint, device, verb=verb)
+    return model, ckpt["meta"]["class_names"], ckpt["config"]["data"]
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .data import CocoDetection
     from .evaluate import evaluate_detector
-    from .task import load_detector_checkpoint
 
     apply_max_pixels(args)
     device = device_of(args)
-    model, ckpt = load_detector_checkpoint(args.checkpoint, device, verb="eval")
-    data = ckpt["config"]["data"]
+    if args.pretrained and not (args.images and args.annotations):
+        raise ValueError("--pretrained needs --images and --annotations (a COCO-format set with COCO's 80 "
+                         "categories, e.g. val2017 and instances_val2017.json)")
+    model, names, data = _load_model(args, device, "eval")
     images, annotations = args.images or data["val_images"], args.annotations or data["val_annotations"]
-    dataset = CocoDetection(images, annotations, masks=ckpt["meta"]["kind"].endswith("mask_rcnn"),
+    dataset = CocoDetection(images, annotations, masks=model.kind.endswith("mask_rcnn"),
                             strict=data.get("strict", False))
     print(dataset.problem_report())
-    if dataset.class_names != ckpt["meta"]["class_names"]:
-        raise ValueError(f"{annotations} has categories {dataset.class_names}, the checkpoint was trained on "
-                         f"{ckpt['meta']['class_names']}: evaluate on a dataset with the same categories")
+    if list(dataset.class_names) != list(names):
+        raise ValueError(f"{annotations} has categories {dataset.class_names[:6]}…, the model was trained on "
+                         f"{names[:6]}…: evaluate on a dataset with the same categories")
     metrics = evaluate_detector(model, dataset, device, batch_size=args.batch_size)
     for key, value in metrics.items():
         print(f"{key:>12}: {value:.4f}" if isinstance(value, float) else f"{key:>12}: {value}")
-    write_json(args.json, {"checkpoint": args.checkpoint, "annotations": str(annotations), **metrics})
+    write_json(args.json, {"checkpoint": args.checkpoint or args.pretrained, "annotations": str(annotations),
+                           **metrics})
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -55,13 +72,11 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
     from ..data.images import open_image
-    from .task import load_detector_checkpoint
     from .visualize import draw_detections, predict_images
 
     apply_max_pixels(args)
     device = device_of(args)
-    model, ckpt = load_detector_checkpoint(args.checkpoint, device, verb="predict")
-    names = ckpt["meta"]["class_names"]
+    model, names, _ = _load_model(args, device, "predict")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in args.images:
@@ -76,11 +91,18 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         print(f"{path}: {len(found)} objects ≥ {args.score_thresh} [{', '.join(found)}] → {target}")
 
 
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a `detect train` checkpoint: runs/…/checkpoints/last.pth")
+    which.add_argument("--pretrained", metavar="NAME",
+                       help="a released COCO detector (see `splitattn list --task detect`), downloaded and cached")
+
+
 def add_commands(sub) -> None:
     add_train_parser(sub, "configs/detection/coco_mask_rcnn_resnest50_1x.yaml", _cmd_train)
 
     p = sub.add_parser("eval", help="pycocotools bbox (and segm) AP of a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="runs/…/checkpoints/last.pth")
+    _add_model_arguments(p)
     p.add_argument("--images", help="image folder (default: the checkpoint's validation images)")
     p.add_argument("--annotations", help="COCO json (default: the checkpoint's validation annotations)")
     p.add_argument("--batch-size", type=positive_int, default=4)
@@ -90,7 +112,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="detect objects in images and write overlay PNGs")
-    p.add_argument("--checkpoint", required=True, help="runs/…/checkpoints/last.pth")
+    _add_model_arguments(p)
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out-dir", default="predictions", help="where the overlays go (default ./predictions)")
     p.add_argument("--score-thresh", type=probability, default=0.5, help="draw detections at or above this score")

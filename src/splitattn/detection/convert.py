@@ -10,12 +10,14 @@ heads (``proposal_generator.*``, ``roi_heads.*``), so only the backbone (officia
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 
 import torch
 
 from ..models.key_converters import to_official, unwrap_state_dict
+from ..models.weights import atomic_save, read_checkpoint_file
 
 _D2_FPN = re.compile(r"backbone\.fpn_(lateral|output)([2-5])\.(weight|bias|norm\.(.+))")
 # buffers older detectron2 versions saved, which the model computes itself
@@ -59,3 +61,19 @@ def from_detectron2(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor], list[
         raise ValueError(f"{len(unknown)} tensor(s) of this detectron2 file have no place in a splitattn detector: "
                          f"{', '.join(unknown[:6])}{' …' if len(unknown) > 6 else ''}")
     return out, notes
+
+
+def to_detector_state_dict(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A detectron2 file, or one already in our names (``splitattn convert --detector`` output), → our names."""
+    notes: list[str] = []
+    sd = unwrap_state_dict(checkpoint, notes)
+    if any(k.startswith("backbone.body.") for k in sd):
+        return sd, notes + ["already in splitattn's detector layout"]
+    return from_detectron2(sd)
+
+
+def convert_detector_file(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
+    """Read ``src`` safely (weights only), convert the whole detector, write ``dst`` atomically; return notes."""
+    state, notes = from_detectron2(read_checkpoint_file(src))
+    atomic_save(state, dst)
+    return notes + [f"wrote {len(state)} tensors to {dst}"]

@@ -9,6 +9,8 @@ Defaults are detectron2's ResNeSt COCO configs (paper-facts §8.1).
 from __future__ import annotations
 
 import inspect
+import os
+import re
 from collections.abc import Sequence
 
 from torch import nn
@@ -98,7 +100,8 @@ def create_detector(
         pretrained: a detection zoo name (``splitattn list --task detect``): builds that checkpoint's
             architecture and settings (detectron2 flavour, 80 COCO classes) and loads the released weights;
             ``kind`` / ``backbone`` / ``num_classes`` may be left out; inference arguments (score / NMS
-            thresholds, sizes, norms) set to other than their defaults override the row's.
+            thresholds, sizes, norms) set to other than their defaults override the row's. Or a path / URL
+            of a whole detectron2 detector file (or ``splitattn convert --detector`` output) for ``kind``.
         num_classes: object classes + 1 for background (81 for COCO, the default), as torchvision counts.
         pretrained_backbone: False, True (the zoo's ImageNet weights) or a path to an official-layout
             state_dict (``splitattn convert`` turns detectron2 / mmdet backbones into one).
@@ -186,8 +189,19 @@ def create_detector(
 
 
 def _create_pretrained(name: str, kind, backbone, num_classes, progress: bool, **overrides) -> nn.Module:
-    from .zoo import detector_kwargs, get_detection_entry, load_pretrained
+    """A zoo row by name, or a detectron2 / ``splitattn convert --detector`` file (path or URL) for ``kind``."""
+    from .zoo import DETECTION_ZOO, detector_kwargs, get_detection_entry, load_detector_file, load_pretrained
 
+    if name not in DETECTION_ZOO and (os.path.exists(name) or re.match(r"^(https?|file)://", name)):
+        if kind is None:
+            raise ValueError(f"pretrained={name!r} is a file: name the architecture too, e.g. "
+                             "create_detector('mask_rcnn', 'resnest50', pretrained=PATH)")
+        if overrides.setdefault("flavour", "detectron2") != "detectron2":
+            raise ValueError("whole-detector files load into flavour='detectron2' only")
+        model = create_detector(kind, backbone, num_classes, progress=progress, **overrides)
+        model.pretrained_notes = load_detector_file(model, name, progress)
+        model.pretrained = name
+        return model
     row = get_detection_entry(name)
     kwargs = detector_kwargs(row)
     for key, value in (("kind", kind), ("backbone", backbone), ("num_classes", num_classes)):

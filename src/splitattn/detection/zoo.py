@@ -14,8 +14,8 @@ from types import MappingProxyType
 
 from torch import nn
 
-from ..models.weights import CheckpointError, download_checkpoint, read_checkpoint_file
-from .convert import from_detectron2
+from ..models.weights import CheckpointError, download_checkpoint, read_checkpoint_file, resolve_checkpoint
+from .convert import from_detectron2, to_detector_state_dict
 from .zoo_table import DETECTION_CHECKPOINTS, DetectionCheckpointRow
 
 DETECTION_ZOO = MappingProxyType({row.name: row for row in DETECTION_CHECKPOINTS})
@@ -68,8 +68,42 @@ def load_pretrained(model: nn.Module, row: DetectionCheckpointRow, progress: boo
             f"{', '.join(list_detectors('detectron2'))}")
     path = download_checkpoint(row.urls, row.filename, row.sha256_prefix, progress)
     state, notes = from_detectron2(read_checkpoint_file(path))
+    _load_strict(model, state, f"{path} does not fit the {row.name} architecture")
+    return notes
+
+
+def load_detector_file(model: nn.Module, source: str, progress: bool = True) -> list[str]:
+    """A whole-detector file (path or URL; detectron2 layout or ours) into ``model``, strictly."""
+    path = resolve_checkpoint(source, progress=progress)
+    try:
+        state, notes = to_detector_state_dict(read_checkpoint_file(path))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    _load_strict(model, state, f"{path} does not fit a {model.kind} on this backbone")
+    return notes
+
+
+def _load_strict(model: nn.Module, state: dict, what: str) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit the {row.name} architecture: {err}") from None
-    return notes
+        first = str(err).split("\n")[0:3]
+        raise CheckpointError(f"{what}: {' '.join(line.strip() for line in first)}") from None
+
+
+def detection_zoo_table(pattern: str = "*") -> str:
+    """The released detectors as a text table (``splitattn list --task detect``)."""
+    import fnmatch
+
+    rows = [r for r in DETECTION_CHECKPOINTS if fnmatch.fnmatch(r.name, pattern)]
+    if not rows:
+        raise ValueError(f"no released detector matches {pattern!r}: see `splitattn list --task detect`")
+    head = f"{'name':<44} {'kind':<18} {'backbone':<11} {'box AP':>6} {'mask AP':>7}  loads"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        mask = f"{r.mask_ap:.2f}" if r.mask_ap is not None else "-"
+        loads = "yes" if r.layout == "detectron2" else "listed (mmdet layout)"
+        lines.append(f"{r.name:<44} {r.kind:<18} {r.backbone:<11} {r.box_ap:>6.2f} {mask:>7}  {loads}")
+    lines.append("COCO val2017 AP as published (sources: splitattn.detection.zoo_table); "
+                 "create_detector(pretrained=NAME) or `splitattn detect eval|predict --pretrained NAME`.")
+    return "\n".join(lines)
