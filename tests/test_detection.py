@@ -20,7 +20,7 @@ from torchvision.ops import FrozenBatchNorm2d, box_iou
 from benchmarks.scenes.generator import make_scenes
 from splitattn import create_model
 from splitattn.cli import main
-from splitattn.detection import DETECTORS, create_detector
+from splitattn.detection import DETECTORS, FLAVOURS, create_detector
 from splitattn.detection.cascade import CascadeRoIHeads
 from splitattn.detection.data import CocoDetection, collate_detection
 from splitattn.detection.evaluate import coco_metrics, load_coco
@@ -69,12 +69,13 @@ def _overfit(model, images, targets, steps, lr=0.01):
     return history
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("kind", DETECTORS)
-def test_each_detector_loss_falls_on_scenes(kind, scenes):
+def test_each_detector_loss_falls_on_scenes(kind, flavour, scenes):
     torch.manual_seed(0)
     masks = kind.endswith("mask_rcnn")
     images, targets = _plain(collate_detection([_dataset(scenes, masks=masks)[i] for i in range(4)]))
-    model = create_detector(kind, num_classes=11, **SMALL)
+    model = create_detector(kind, num_classes=11, flavour=flavour, **SMALL)
     history = _overfit(model, images, targets, steps=14)
     assert all(np.isfinite(history))
     assert np.mean(history[-3:]) < 0.75 * np.mean(history[:3]), history
@@ -102,7 +103,7 @@ def test_cascade_stages_refine_boxes(scenes):
     """After overfitting four scenes, each later stage moves jittered boxes closer to the truth."""
     torch.manual_seed(0)
     images, targets = _plain(collate_detection([_dataset(scenes, masks=False)[i] for i in range(4)]))
-    model = create_detector("cascade_rcnn", num_classes=11, **SMALL)
+    model = create_detector("cascade_rcnn", num_classes=11, flavour="torchvision", **SMALL)
     _overfit(model, images, targets, steps=60, lr=0.02)
     model.eval()
     heads: CascadeRoIHeads = model.roi_heads
@@ -316,7 +317,7 @@ def test_two_nodes_equal_one_process_with_the_same_micro_batches(scenes, tmp_pat
 
     one, two = losses(single), losses(nodes)
     assert sorted(one) == sorted(two) == [1, 2, 3]
-    for term in ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "loss_mask"):
+    for term in ("loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc", "loss_mask"):
         assert two[1][term] == pytest.approx(one[1][term], rel=1e-5), term
     # after an update, float rounding (DDP's all-reduce vs accumulation) can move a proposal across the top-k / NMS
     # cut, which is discontinuous in the weights: the later losses agree less tightly (seen: 6e-4 at step 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,11 +60,11 @@ def served_faster(server, home, monkeypatch):
     row = DETECTION_ZOO["faster_rcnn_resnest50_fpn_d2"]
     torch.manual_seed(0)
     oracle = build_model(oracle_cfg(row.config.removeprefix("d2/configs/"))).eval()
-    path = server.root + "/" + "served.pth"
-    torch.save({"model": oracle.state_dict(), "iteration": 89999}, path)
-    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:8]
+    served = Path(server.root) / "served.pth"
+    torch.save({"model": oracle.state_dict(), "iteration": 89999}, served)
+    digest = hashlib.sha256(served.read_bytes()).hexdigest()[:8]
     filename = f"faster_rcnn_test-{digest}.pth"
-    (home.parent / "served" / "served.pth").rename(home.parent / "served" / filename)
+    served.rename(served.with_name(filename))
     local = dataclasses.replace(row, filename=filename, sha256_prefix=digest, urls=(f"{server.url}/{filename}",))
     monkeypatch.setattr(detection_zoo, "DETECTION_ZOO", {**DETECTION_ZOO, row.name: local})
     return oracle, row.name, filename

@@ -2,6 +2,8 @@
 
 from .backbone import ResNeStFPN, build_backbone, freeze_stages
 from .cascade import CascadeRoIHeads
-from .factory import DETECTORS, create_detector
+from .factory import DETECTORS, FLAVOURS, create_detector
+from .rcnn import DetectronRCNN
 
-__all__ = ["DETECTORS", "CascadeRoIHeads", "ResNeStFPN", "build_backbone", "create_detector", "freeze_stages"]
+__all__ = ["DETECTORS", "FLAVOURS", "CascadeRoIHeads", "DetectronRCNN", "ResNeStFPN", "build_backbone",
+           "create_detector", "freeze_stages"]

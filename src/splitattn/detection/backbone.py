@@ -11,9 +11,9 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from ..layers.norm import FrozenBatchNorm2d
 from ..models import create_model
 from ..models.resnest import ResNeStFeatures
 

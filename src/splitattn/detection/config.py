@@ -38,6 +38,8 @@ class DetectModelConfig:
     rpn_post_nms_train: int | None = None  # None: 1000, 2000 for the cascades
     detections_per_img: int = 100
     roi_sampling_ratio: int = 0  # RoIAlign samples per bin side; 0 = adaptive (detectron2)
+    # detectron2: what detectron2 + the official plug-in compute (the paper's); torchvision: its RPN / RoIHeads
+    flavour: Literal["detectron2", "torchvision"] = "detectron2"
 
     def rules(self) -> list[tuple[bool, str]]:
         return [
@@ -64,7 +66,8 @@ class DetectModelConfig:
                     anchor_sizes=tuple(self.anchor_sizes), min_size=self.sizes(), test_size=self.test_size,
                     max_size=self.max_size, box_batch_size_per_image=self.box_batch_size_per_image,
                     rpn_post_nms_train=self.rpn_post_nms_train, detections_per_img=self.detections_per_img,
-                    roi_sampling_ratio=self.roi_sampling_ratio, progress=progress, **self.overrides)
+                    roi_sampling_ratio=self.roi_sampling_ratio, flavour=self.flavour, progress=progress,
+                    **self.overrides)
 
 
 @dataclass

@@ -90,7 +90,7 @@ def create_detector(
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
     roi_sampling_ratio: int = 0,
-    flavour: str = "torchvision",
+    flavour: str = "detectron2",
     progress: bool = True,
     **backbone_overrides,
 ) -> GeneralizedRCNN:

@@ -11,13 +11,26 @@ import math
 from collections.abc import Callable
 from functools import partial
 
+import torch
+import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision import ops
 
 from .split_attention import SplitAttention
 from .sync_batchnorm import SyncBatchNorm, distributed_world
 
 NormLayer = Callable[[int], nn.Module]
+
+
+class FrozenBatchNorm2d(ops.FrozenBatchNorm2d):
+    """torchvision's frozen BatchNorm (same buffers and checkpoints), run as one fused ``batch_norm`` call.
+
+    torchvision's forward takes a multiply and an add pass over the activation; at detection resolutions the
+    frozen stem and res2 made a ResNeSt-50 backbone ~20 % slower on the CPU than detectron2's (which fuses).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
 def group_norm(num_channels: int, num_groups: int = 32, eps: float = 1e-5) -> nn.GroupNorm:
