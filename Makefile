@@ -25,7 +25,15 @@ setup: $(STAMP)
 ORACLE_SRC := ../shared/oracles
 D2_BUILD   := .oracles/detectron2
 D2_STAMP   := $(VENV)/.detectron2-oracle
-oracles: $(D2_STAMP)
+# mmdetection 3.3 for the mmdet-layout parity tests: mmcv-lite (mmdet asserts mmcv < 2.2; the full mmcv
+# compiles for ~45 min), its compiled ops replaced in the tests by torchvision's (tests/oracles/mmdet_models.py)
+MM_ORACLES := mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0
+MM_STAMP   := $(VENV)/.mmdet-oracle
+oracles: $(D2_STAMP) $(MM_STAMP)
+
+$(MM_STAMP): | $(STAMP)
+	$(PIP) install --quiet $(MM_ORACLES)
+	touch $@
 
 $(D2_STAMP): | $(STAMP)
 	@test -d $(ORACLE_SRC)/detectron2 || { echo "missing $(ORACLE_SRC)/detectron2: the oracle sources must sit beside the project"; exit 1; }

@@ -90,8 +90,8 @@ def test_pretrained_errors(served_faster, home, monkeypatch):
     with pytest.raises(CheckpointError, match="does not start with the expected 00000000"):
         create_detector(pretrained=name, progress=False)
     assert not (home / "checkpoints" / filename).exists()
-    with pytest.raises(CheckpointError, match="mmdet checkpoint"):
-        create_detector(pretrained="mask_rcnn_resnest50_fpn_mmdet", progress=False)
+    with pytest.raises(CheckpointError, match="(?s)could not download mask_rcnn_s50.*SPLITATTN_MIRRORS"):
+        create_detector(pretrained="mask_rcnn_resnest50_fpn_mmdet", progress=False)  # offline here
     with pytest.raises(ValueError, match="Did you mean faster_rcnn_resnest50_fpn_d2"):
         create_detector(pretrained="faster_rcnn_resnest50_fpn_d3")
 
@@ -108,6 +108,7 @@ def test_cli_predict_with_pretrained_and_list(served_faster, tmp_path, capsys):
     assert main(["list", "--task", "detect", "cascade_mask*"]) == 0
     table = capsys.readouterr().out
     assert "cascade_mask_rcnn_resnest200_fpn_tricks_d2" in table and "50.54" in table and "faster" not in table
+    assert "cascade_mask_rcnn_resnest101_fpn_mmdet" in table and "47.70" in table
     assert main(["detect", "eval", "--pretrained", name]) == 2
     assert "--pretrained needs --images and --annotations" in capsys.readouterr().err
 

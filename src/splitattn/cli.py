@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["auto", "official", "detectron2", "mmdet", "mmpretrain"],
                    help="source key layout (default: detected)")
     p.add_argument("--detector", action="store_true",
-                   help="keep the whole detector (a detectron2 ResNeSt R-CNN file): backbone, FPN, RPN and heads")
+                   help="keep the whole detector (a detectron2 or mmdet ResNeSt R-CNN file): backbone, FPN, RPN, heads")
     p.set_defaults(func=_cmd_convert)
 
     from .classification.cli import add_commands as classification_commands

@@ -30,7 +30,8 @@ from .rcnn import build_rcnn
 
 # arguments a caller may change on a pretrained detector (inference settings, not the architecture)
 _OVERRIDABLE = ("score_thresh", "nms_thresh", "detections_per_img", "test_size", "max_size_test", "min_size",
-                "max_size", "rpn_post_nms_test", "rpn_pre_nms_test", "norm", "head_norm", "freeze_at", "flavour")
+                "max_size", "rpn_post_nms_test", "rpn_pre_nms_test", "norm", "head_norm", "freeze_at", "flavour",
+                "roi_sampling_ratio")
 
 DETECTORS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
 # "detectron2": the paper's own computation (rcnn/, proven against detectron2 + the official plug-in);
@@ -67,6 +68,7 @@ def create_detector(
     pretrained_backbone: bool | str = False,
     norm: str = "syncbn",
     head_norm: str | None = None,
+    fpn_norm: str | None = None,
     freeze_at: int = 2,
     box_head_type: str = "4conv1fc",
     fpn_channels: int = 256,
@@ -91,6 +93,7 @@ def create_detector(
     detections_per_img: int = 100,
     roi_sampling_ratio: int = 0,
     flavour: str = "detectron2",
+    cascade_style: str = "detectron2",
     progress: bool = True,
     **backbone_overrides,
 ) -> GeneralizedRCNN:
@@ -108,6 +111,7 @@ def create_detector(
         norm: backbone norm, ``'syncbn'`` (paper; synchronised under torchrun, CPU or GPU), ``'bn'``,
             ``'frozenbn'`` (torchvision's default for fine-tuning) or ``'gn'``.
         head_norm: FPN / box head / mask head norm; None = follow ``norm`` (none for frozenbn).
+        fpn_norm: the FPN's own norm when it differs (mmdet's ResNeSt configs: ``'none'``); None = ``head_norm``.
         freeze_at: detectron2's FREEZE_AT (2 = stem and res2 frozen).
         box_head_type: ``'4conv1fc'`` (paper) or ``'2fc'``.
         mask_num_convs: 3×3 convs in the mask head (4 in the paper's configs).
@@ -118,6 +122,8 @@ def create_detector(
         flavour: ``'detectron2'`` computes what detectron2 + the official ResNeSt plug-in compute (ROIAlignV2,
             unrounded anchors, background-last classes, detectron2's losses and post-processing; the layout of
             converted official checkpoints) or ``'torchvision'`` (torchvision's RPN and RoI heads).
+        cascade_style: ``'detectron2'`` or ``'mmdet'`` (the detectron2 flavour's cascades with mmdetection's
+            test-time scoring, per-stage mask heads and stage weights: the layout of mmdet's checkpoints).
         **backbone_overrides: :func:`splitattn.create_model` arguments (e.g. ``base_planes``).
     """
     if pretrained is not None:
@@ -133,7 +139,7 @@ def create_detector(
     cascade, masks = kind.startswith("cascade"), kind.endswith("mask_rcnn")
     head_norm = head_norm or ("none" if norm == "frozenbn" else norm)
     fpn = build_backbone(backbone, pretrained_backbone, norm, freeze_at, fpn_channels,
-                         fpn_norm=head_norm_layer(head_norm), progress=progress, **backbone_overrides)
+                         fpn_norm=head_norm_layer(fpn_norm or head_norm), progress=progress, **backbone_overrides)
     train_sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
     if flavour == "detectron2":
         if len(anchor_sizes) != len(fpn.strides):
@@ -147,7 +153,7 @@ def create_detector(
             rpn_pre_nms_train=rpn_pre_nms_train, rpn_pre_nms_test=rpn_pre_nms_test,
             rpn_batch_size_per_image=rpn_batch_size_per_image, box_batch_size_per_image=box_batch_size_per_image,
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
-            roi_sampling_ratio=roi_sampling_ratio)
+            roi_sampling_ratio=roi_sampling_ratio, cascade_style=cascade_style)
         detector.kind, detector.num_classes, detector.flavour = kind, num_classes, flavour
         return detector
 
@@ -180,6 +186,8 @@ def create_detector(
         roi_heads = RoIHeads(box_pool, head, FastRCNNPredictor(width, num_classes), 0.5, 0.5,
                              box_batch_size_per_image, 0.25, None, **inference, **mask_parts)
 
+    if cascade_style != "detectron2":
+        raise ValueError("cascade_style applies to flavour='detectron2' only")
     if max_size_test not in (None, max_size):
         raise ValueError("the torchvision flavour has one max_size for training and eval: leave max_size_test unset")
     transform = MultiScaleTransform(train_sizes, test_size, max_size, list(IMAGE_MEAN), list(IMAGE_STD))
@@ -197,7 +205,8 @@ def _create_pretrained(name: str, kind, backbone, num_classes, progress: bool, *
             raise ValueError(f"pretrained={name!r} is a file: name the architecture too, e.g. "
                              "create_detector('mask_rcnn', 'resnest50', pretrained=PATH)")
         if overrides.setdefault("flavour", "detectron2") != "detectron2":
-            raise ValueError("whole-detector files load into flavour='detectron2' only")
+            raise ValueError("whole-detector files load into flavour='detectron2' only (for an mmdet file add "
+                             "fpn_norm='none' and, for a cascade, cascade_style='mmdet')")
         model = create_detector(kind, backbone, num_classes, progress=progress, **overrides)
         model.pretrained_notes = load_detector_file(model, name, progress)
         model.pretrained = name
@@ -209,7 +218,7 @@ def _create_pretrained(name: str, kind, backbone, num_classes, progress: bool, *
             raise ValueError(f"{name} is a {kwargs['kind']} on {kwargs['backbone']} with {kwargs['num_classes']} "
                              f"classes (background included): {key}={value!r} does not fit it; leave it out")
     if overrides.get("flavour", "detectron2") != "detectron2":
-        raise ValueError(f"{name} is a detectron2 checkpoint: it loads into flavour='detectron2' only")
+        raise ValueError(f"{name} loads into flavour='detectron2' only")
     kwargs.update(overrides)
     model = create_detector(**kwargs, progress=progress)
     model.pretrained_notes = load_pretrained(model, row, progress)

@@ -1,10 +1,9 @@
 """The detection zoo: the released ResNeSt detectors (rows in :mod:`.zoo_table`), built and loaded by name.
 
-``create_detector(pretrained=name)`` builds the row's architecture (the detectron2 flavour), downloads the
-file (cache, sha256 prefix, ``SPLITATTN_MIRRORS``, the offline message of :mod:`splitattn.models.weights`),
-converts it (:mod:`.convert`) and loads it with ``strict=True``. mmdet rows are listed with their figures;
-loading them needs mmdet's layout converter and, for Cascade Mask R-CNN, one mask head per stage, which
-splitattn does not have yet: asking for one says so.
+``create_detector(pretrained=name)`` builds the row's architecture (the detectron2 flavour; for mmdet rows
+an FPN without norm and mmdet's cascade conventions), downloads the file (cache, sha256 prefix,
+``SPLITATTN_MIRRORS``, the offline message of :mod:`splitattn.models.weights`), converts it
+(:mod:`.convert`) and loads it with ``strict=True``.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from types import MappingProxyType
 from torch import nn
 
 from ..models.weights import CheckpointError, download_checkpoint, read_checkpoint_file, resolve_checkpoint
-from .convert import from_detectron2, to_detector_state_dict
+from .convert import from_detectron2, from_mmdet, to_detector_state_dict
 from .zoo_table import DETECTION_CHECKPOINTS, DetectionCheckpointRow
 
 DETECTION_ZOO = MappingProxyType({row.name: row for row in DETECTION_CHECKPOINTS})
@@ -53,21 +52,23 @@ def train_sizes(row: DetectionCheckpointRow) -> tuple[int, ...]:
 
 def detector_kwargs(row: DetectionCheckpointRow) -> dict:
     """:func:`~splitattn.detection.create_detector` arguments that rebuild ``row``'s architecture and settings."""
-    return dict(kind=row.kind, backbone=row.backbone, num_classes=len(COCO_CLASSES) + 1, norm="syncbn",
-                head_norm="syncbn", flavour="detectron2", mask_num_convs=row.mask_head_convs or 4,
-                min_size=train_sizes(row), max_size=row.train_max_size, test_size=row.test_size,
-                max_size_test=row.test_max_size)
+    kwargs = dict(kind=row.kind, backbone=row.backbone, num_classes=len(COCO_CLASSES) + 1, norm="syncbn",
+                  head_norm="syncbn", flavour="detectron2", mask_num_convs=row.mask_head_convs or 4,
+                  min_size=train_sizes(row), max_size=row.train_max_size, test_size=row.test_size,
+                  max_size_test=row.test_max_size)
+    if row.layout == "mmdet":  # mmdet's ResNeSt configs: SyncBN in backbone and heads, a plain FPN
+        kwargs.update(fpn_norm="none", cascade_style="mmdet")
+    return kwargs
 
 
 def load_pretrained(model: nn.Module, row: DetectionCheckpointRow, progress: bool = True) -> list[str]:
     """Download ``row``'s file, convert it and load it into ``model`` (strict); returns the converter's notes."""
-    if row.layout != "detectron2":
-        raise CheckpointError(
-            f"{row.name} is an mmdet checkpoint: splitattn lists it but cannot load it yet (no mmdet detector "
-            "converter; its Cascade Mask R-CNN has one mask head per stage). Use a detectron2 row: "
-            f"{', '.join(list_detectors('detectron2'))}")
     path = download_checkpoint(row.urls, row.filename, row.sha256_prefix, progress)
-    state, notes = from_detectron2(read_checkpoint_file(path))
+    convert = from_mmdet if row.layout == "mmdet" else from_detectron2
+    try:
+        state, notes = convert(read_checkpoint_file(path))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     _load_strict(model, state, f"{path} does not fit the {row.name} architecture")
     return notes
 
@@ -98,12 +99,11 @@ def detection_zoo_table(pattern: str = "*") -> str:
     rows = [r for r in DETECTION_CHECKPOINTS if fnmatch.fnmatch(r.name, pattern)]
     if not rows:
         raise ValueError(f"no released detector matches {pattern!r}: see `splitattn list --task detect`")
-    head = f"{'name':<44} {'kind':<18} {'backbone':<11} {'box AP':>6} {'mask AP':>7}  loads"
+    head = f"{'name':<44} {'kind':<18} {'backbone':<11} {'box AP':>6} {'mask AP':>7}  trained with"
     lines = [head, "-" * len(head)]
     for r in rows:
         mask = f"{r.mask_ap:.2f}" if r.mask_ap is not None else "-"
-        loads = "yes" if r.layout == "detectron2" else "listed (mmdet layout)"
-        lines.append(f"{r.name:<44} {r.kind:<18} {r.backbone:<11} {r.box_ap:>6.2f} {mask:>7}  {loads}")
+        lines.append(f"{r.name:<44} {r.kind:<18} {r.backbone:<11} {r.box_ap:>6.2f} {mask:>7}  {r.layout}")
     lines.append("COCO val2017 AP as published (sources: splitattn.detection.zoo_table); "
                  "create_detector(pretrained=NAME) or `splitattn detect eval|predict --pretrained NAME`.")
     return "\n".join(lines)

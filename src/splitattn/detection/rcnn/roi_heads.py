@@ -113,13 +113,16 @@ class StandardRoIHeads(nn.Module):
         self.mask_on = mask
         if mask:
             self.mask_pooler = RoIPooler(14, strides, sampling_ratio)
-            self.mask_head = MaskHead(channels, num_classes, mask_num_conv, mask_conv_dim, norm)
+            self.mask_head = self._mask_head(channels, num_classes, mask_num_conv, mask_conv_dim, norm)
 
     def _box_head(self, channels, num_conv, conv_dim, num_fc, fc_dim, norm) -> nn.Module:
         return ConvFCBoxHead(channels, 7, num_conv, conv_dim, num_fc, fc_dim, norm)
 
     def _box_predictor(self, box_head, num_classes) -> nn.Module:
         return BoxPredictor(box_head.out_features, num_classes)
+
+    def _mask_head(self, channels, num_classes, num_conv, conv_dim, norm) -> nn.Module:
+        return MaskHead(channels, num_classes, num_conv, conv_dim, norm)
 
     # ----- training
     @torch.no_grad()
@@ -158,11 +161,13 @@ class StandardRoIHeads(nn.Module):
         loss_box = smooth_l1_sum(fg_deltas, coder.encode(boxes[fg], gt_boxes[fg]), self.smooth_l1_beta)
         return {"loss_cls": loss_cls, "loss_box_reg": loss_box / max(gt_classes.numel(), 1.0)}
 
-    def mask_losses(self, features: list[torch.Tensor], sampled: list[Sampled], targets: list[dict]):
+    def mask_losses(self, features: list[torch.Tensor], sampled: list[Sampled], targets: list[dict],
+                    head: nn.Module | None = None):
         """``mask_rcnn_loss``: per-pixel BCE of the ground-truth class's 28² logits on foreground RoIs."""
         fg = [torch.nonzero((s.gt_classes >= 0) & (s.gt_classes != self.num_classes), as_tuple=True)[0]
               for s in sampled]
-        logits = self.mask_head(self.mask_pooler(features, [s.boxes[i] for s, i in zip(sampled, fg, strict=True)]))
+        head = head or self.mask_head
+        logits = head(self.mask_pooler(features, [s.boxes[i] for s, i in zip(sampled, fg, strict=True)]))
         if sum(len(i) for i in fg) == 0:
             return {"loss_mask": logits.sum() * 0}
         size = logits.shape[-1]
@@ -192,9 +197,11 @@ class StandardRoIHeads(nn.Module):
 
     def predict_masks(self, features: list[torch.Tensor], detections: list[Detections]) -> None:
         """``mask_rcnn_inference``: the predicted class's sigmoid mask (N, 1, 28, 28), set on each detection."""
-        logits = self.mask_head(self.mask_pooler(features, [d.boxes for d in detections]))
+        pooled = self.mask_pooler(features, [d.boxes for d in detections])
         classes = torch.cat([d.classes for d in detections])
-        probs = logits[torch.arange(len(classes), device=logits.device), classes][:, None].sigmoid()
+        index = torch.arange(len(classes), device=pooled.device)
+        heads = self.mask_head if isinstance(self.mask_head, nn.ModuleList) else [self.mask_head]
+        probs = sum(head(pooled)[index, classes][:, None].sigmoid() for head in heads) / len(heads)
         for d, p in zip(detections, probs.split([len(d.boxes) for d in detections]), strict=True):
             d.mask_probs = p
 
@@ -215,17 +222,34 @@ class CascadeRoIHeads(StandardRoIHeads):
 
     Stage k refines stage k-1's boxes (detached); the test score is the mean of the stages' softmax, the
     box the last stage's. The mask head (one, as detectron2) trains on stage 1's sampled RoIs.
+
+    ``score_mode='mean_logits'`` and ``mask_per_stage=True`` are mmdetection's ``CascadeRoIHead`` at test
+    time (open-mmlab/mmdetection ``mmdet/models/roi_heads/cascade_roi_head.py``): softmax of the stages' mean
+    logits, and one mask head per stage whose sigmoid masks are averaged; each stage's mask head then trains
+    on that stage's foreground RoIs (mmdet also re-samples RoIs per stage in training; this class does not).
     """
 
     def __init__(self, num_classes: int, channels: int = 256, strides: tuple[int, ...] = (4, 8, 16, 32), *,
                  stage_ious: tuple[float, ...] = CASCADE_IOUS,
-                 stage_weights: tuple[tuple[float, ...], ...] = CASCADE_BOX_WEIGHTS, **kwargs):
+                 stage_weights: tuple[tuple[float, ...], ...] = CASCADE_BOX_WEIGHTS,
+                 stage_loss_weights: tuple[float, ...] | None = None, score_mode: str = "mean_probs",
+                 mask_per_stage: bool = False, **kwargs):
         if len(stage_ious) != len(stage_weights):
             raise ValueError(f"one box-coder weight set per stage: {len(stage_ious)} IoUs, {len(stage_weights)}")
+        if score_mode not in ("mean_probs", "mean_logits"):
+            raise ValueError(f"score_mode must be 'mean_probs' (detectron2) or 'mean_logits' (mmdet): {score_mode!r}")
         self.num_stages = len(stage_ious)
+        self.mask_per_stage = mask_per_stage
         super().__init__(num_classes, channels, strides, box_weights=stage_weights[0], **kwargs)
         self.stage_coders = [BoxCoder(w) for w in stage_weights]
         self.stage_matchers = [Matcher([iou], [0, 1]) for iou in stage_ious]
+        self.stage_loss_weights = tuple(stage_loss_weights or (1.0,) * self.num_stages)
+        self.score_mode = score_mode
+
+    def _mask_head(self, channels, num_classes, num_conv, conv_dim, norm) -> nn.Module:
+        if not self.mask_per_stage:
+            return super()._mask_head(channels, num_classes, num_conv, conv_dim, norm)
+        return nn.ModuleList(MaskHead(channels, num_classes, num_conv, conv_dim, norm) for _ in range(self.num_stages))
 
     def _box_head(self, channels, num_conv, conv_dim, num_fc, fc_dim, norm) -> nn.Module:
         return nn.ModuleList(ConvFCBoxHead(channels, 7, num_conv, conv_dim, num_fc, fc_dim, norm)
@@ -274,8 +298,12 @@ class CascadeRoIHeads(StandardRoIHeads):
                                                       image_sizes), targets, stage)
             predictions = self._run_stage(features, [s.boxes for s in stage_rois], stage)
             stage_losses = self.box_losses(predictions, stage_rois, self.stage_coders[stage])
-            losses.update({f"{name}_stage{stage}": value for name, value in stage_losses.items()})
-        if self.mask_on:
+            if self.mask_on and self.mask_per_stage:
+                stage_losses.update(self.mask_losses(features, stage_rois, targets, self.mask_head[stage]))
+            weight = self.stage_loss_weights[stage]
+            losses.update({f"{name}_stage{stage}": value * weight if weight != 1.0 else value
+                           for name, value in stage_losses.items()})
+        if self.mask_on and not self.mask_per_stage:
             losses.update(self.mask_losses(features, sampled, targets))
         return losses
 
@@ -285,8 +313,13 @@ class CascadeRoIHeads(StandardRoIHeads):
             if stage > 0:
                 boxes = self._refine(predictions, boxes, stage - 1, image_sizes)
             predictions = self._run_stage(features, boxes, stage)
-            probs.append(F.softmax(predictions[0], dim=-1).split([len(b) for b in boxes]))
-        scores = [sum(per_stage) * (1.0 / self.num_stages) for per_stage in zip(*probs, strict=True)]
+            stage_scores = predictions[0] if self.score_mode == "mean_logits" else F.softmax(predictions[0], dim=-1)
+            probs.append(stage_scores.split([len(b) for b in boxes]))
+        if self.score_mode == "mean_logits":
+            scores = [F.softmax(sum(per_stage) / float(self.num_stages), dim=-1)
+                      for per_stage in zip(*probs, strict=True)]
+        else:
+            scores = [sum(per_stage) * (1.0 / self.num_stages) for per_stage in zip(*probs, strict=True)]
         final = self.stage_coders[-1].decode(predictions[1], torch.cat(boxes)).split([len(b) for b in boxes])
         return [fast_rcnn_inference(b, s, size, self.score_thresh, self.nms_thresh, self.detections_per_image)
                 for b, s, size in zip(final, scores, image_sizes, strict=True)]
