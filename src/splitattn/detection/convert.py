@@ -26,6 +26,7 @@ from ..models.weights import atomic_save, read_checkpoint_file
 _D2_FPN = re.compile(r"backbone\.fpn_(lateral|output)([2-5])\.(weight|bias|norm\.(.+))")
 # buffers older detectron2 versions saved, which the model computes itself
 _D2_DERIVED = ("pixel_mean", "pixel_std")
+_DROP = object()
 
 
 def _fpn_key(match: re.Match) -> str:
@@ -33,6 +34,37 @@ def _fpn_key(match: re.Match) -> str:
     block = "inner_blocks" if kind == "lateral" else "layer_blocks"
     where = f"1.{norm_tensor}" if norm_tensor else f"0.{tensor}"
     return f"backbone.fpn.{block}.{int(level) - 2}.{where}"
+
+
+def _whole_detector(sd: dict[str, torch.Tensor], layout: str, backbone_prefix: str, rename, notes: list[str]):
+    """Backbone under ``backbone_prefix`` → official names under ``backbone.body``; every other key through
+    ``rename`` (new name, ``_DROP``, or None for a key with no place: those raise ValueError)."""
+    body, body_notes = to_official({k: v for k, v in sd.items() if k.startswith(backbone_prefix)}, source=layout)
+    notes += [n for n in body_notes if not n.startswith("took the")]
+    out = {f"backbone.body.{k}": v for k, v in body.items()}
+    unknown = []
+    for key, value in sd.items():
+        if key.startswith(backbone_prefix):
+            continue
+        new = rename(key)
+        if new is None:
+            unknown.append(key)
+        elif new is _DROP:
+            notes.append(f"dropped {key} (the detector holds the 0-255 image mean/std itself)")
+        else:
+            out[new] = value
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensor(s) of this {layout} file have no place in a splitattn detector: "
+                         f"{', '.join(unknown[:6])}{' …' if len(unknown) > 6 else ''}")
+    return out, notes
+
+
+def _detectron2_key(key: str):
+    if key in _D2_DERIVED:
+        return _DROP
+    if match := _D2_FPN.fullmatch(key):
+        return _fpn_key(match)
+    return key if key.startswith(("proposal_generator.", "roi_heads.")) else None
 
 
 def from_detectron2(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -45,26 +77,7 @@ def from_detectron2(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor], list[
     if not any(k.startswith("backbone.bottom_up.") for k in sd):
         raise ValueError("not a detectron2 FPN detector: no 'backbone.bottom_up.' keys (a backbone-only file "
                          "goes to create_detector(pretrained_backbone=...) after 'splitattn convert')")
-    body, body_notes = to_official({k: v for k, v in sd.items() if k.startswith("backbone.bottom_up.")},
-                                   source="detectron2")
-    notes += [n for n in body_notes if not n.startswith("took the")]
-    out = {f"backbone.body.{k}": v for k, v in body.items()}
-    unknown = []
-    for key, value in sd.items():
-        if key.startswith("backbone.bottom_up."):
-            continue
-        if key in _D2_DERIVED:
-            notes.append(f"dropped {key} (the detector holds the 0-255 image mean/std itself)")
-        elif match := _D2_FPN.fullmatch(key):
-            out[_fpn_key(match)] = value
-        elif key.startswith(("proposal_generator.", "roi_heads.")):
-            out[key] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(f"{len(unknown)} tensor(s) of this detectron2 file have no place in a splitattn detector: "
-                         f"{', '.join(unknown[:6])}{' …' if len(unknown) > 6 else ''}")
-    return out, notes
+    return _whole_detector(sd, "detectron2", "backbone.bottom_up.", _detectron2_key, notes)
 
 
 _MMDET_RULES = [
@@ -116,22 +129,7 @@ def from_mmdet(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor], list[str]]
     sd = unwrap_state_dict(checkpoint, notes)
     if not any(k.startswith("neck.lateral_convs.") for k in sd):
         raise ValueError("not an mmdet FPN detector: no 'neck.lateral_convs.' keys")
-    body, body_notes = to_official({k: v for k, v in sd.items() if k.startswith("backbone.")}, source="mmdet")
-    notes += [n for n in body_notes if not n.startswith("took the")]
-    out = {f"backbone.body.{k}": v for k, v in body.items()}
-    unknown = []
-    for key, value in sd.items():
-        if key.startswith("backbone."):
-            continue
-        new = _mmdet_key(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    if unknown:
-        raise ValueError(f"{len(unknown)} tensor(s) of this mmdet file have no place in a splitattn detector: "
-                         f"{', '.join(unknown[:6])}{' …' if len(unknown) > 6 else ''}")
-    return out, notes
+    return _whole_detector(sd, "mmdet", "backbone.", _mmdet_key, notes)
 
 
 def to_detector_state_dict(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -65,31 +65,26 @@ def load_pretrained(model: nn.Module, row: DetectionCheckpointRow, progress: boo
     """Download ``row``'s file, convert it and load it into ``model`` (strict); returns the converter's notes."""
     path = download_checkpoint(row.urls, row.filename, row.sha256_prefix, progress)
     convert = from_mmdet if row.layout == "mmdet" else from_detectron2
+    return _convert_and_load(model, path, convert, f"the {row.name} architecture")
+
+
+def load_detector_file(model: nn.Module, source: str, progress: bool = True) -> list[str]:
+    """A whole-detector file (path or URL; detectron2 or mmdet layout, or ours) into ``model``, strictly."""
+    path = resolve_checkpoint(source, progress=progress)
+    return _convert_and_load(model, path, to_detector_state_dict, f"a {model.kind} on this backbone")
+
+
+def _convert_and_load(model: nn.Module, path, convert, architecture: str) -> list[str]:
     try:
         state, notes = convert(read_checkpoint_file(path))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    _load_strict(model, state, f"{path} does not fit the {row.name} architecture")
-    return notes
-
-
-def load_detector_file(model: nn.Module, source: str, progress: bool = True) -> list[str]:
-    """A whole-detector file (path or URL; detectron2 layout or ours) into ``model``, strictly."""
-    path = resolve_checkpoint(source, progress=progress)
-    try:
-        state, notes = to_detector_state_dict(read_checkpoint_file(path))
-    except ValueError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    _load_strict(model, state, f"{path} does not fit a {model.kind} on this backbone")
-    return notes
-
-
-def _load_strict(model: nn.Module, state: dict, what: str) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        first = str(err).split("\n")[0:3]
-        raise CheckpointError(f"{what}: {' '.join(line.strip() for line in first)}") from None
+        first = " ".join(line.strip() for line in str(err).split("\n")[:3])
+        raise CheckpointError(f"{path} does not fit {architecture}: {first}") from None
+    return notes
 
 
 def detection_zoo_table(pattern: str = "*") -> str:
