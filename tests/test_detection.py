@@ -126,6 +126,17 @@ def test_cascade_stages_refine_boxes(scenes):
     assert last >= first, (start, first, last)
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_cascade_detections_keep_their_gradient(flavour):
+    """In eval mode with autograd on, the cascades' scores and boxes reach the weights (torchvision's don't stop)."""
+    torch.manual_seed(0)
+    model = create_detector("cascade_mask_rcnn", num_classes=11, flavour=flavour, score_thresh=0.0, **SMALL).eval()
+    (out,) = model([torch.rand(3, 96, 96)])
+    assert len(out["scores"]) and out["scores"].requires_grad and out["boxes"].requires_grad
+    (out["scores"].sum() + out["boxes"].sum()).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.roi_heads.parameters())
+
+
 def test_pycocotools_perfect_and_shifted_predictions(scenes):
     coco = load_coco(scenes / "val" / "annotations.json")
     perfect, shifted = [], []

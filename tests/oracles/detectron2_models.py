@@ -36,6 +36,12 @@ def require_detectron2():
         raise RuntimeError(f"missing {PLUGIN_ROOT}: the oracle sources must sit in ../shared/oracles")
     if str(PLUGIN_ROOT) not in sys.path:
         sys.path.insert(0, str(PLUGIN_ROOT))
+    # the PyPI `resnest` package (the classification oracle) has the same top-level name and may be imported
+    # first: let `resnest.d2` be found in the official repository's package as well
+    package = sys.modules.get("resnest")
+    plugin_package = str(PLUGIN_ROOT / "resnest")
+    if package is not None and plugin_package not in list(getattr(package, "__path__", [])):
+        package.__path__.append(plugin_package)
 
 
 def oracle_cfg(config: str, **overrides):

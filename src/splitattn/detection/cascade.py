@@ -176,15 +176,19 @@ class CascadeRoIHeads(RoIHeads):
                              mask_matched)
         return {"loss_mask": loss}
 
-    @torch.no_grad()
     def predict_stages(self, features, proposals: list[torch.Tensor], image_shapes):
-        """Per-stage boxes (a list per stage of per-image tensors) and the stage-averaged class scores."""
+        """Per-stage boxes (a list per stage of per-image tensors) and the stage-averaged class scores.
+
+        Outputs keep their gradient (as torchvision's detectors and detectron2's cascade); each stage's boxes
+        enter the next stage detached, as in training.
+        """
         stage_boxes, stage_scores = [], []
         for stage in range(self.num_stages):
             class_logits, deltas = self._run_stage(stage, features, proposals, image_shapes)
             stage_scores.append(F.softmax(class_logits, -1))
-            proposals = self._decode(stage, deltas, proposals, image_shapes)
-            stage_boxes.append(proposals)
+            boxes = self._decode(stage, deltas, proposals, image_shapes)
+            stage_boxes.append(boxes)
+            proposals = [b.detach() for b in boxes]
         return stage_boxes, torch.stack(stage_scores).mean(0)
 
     def _postprocess(self, boxes: list[torch.Tensor], scores: torch.Tensor, image_shapes):
