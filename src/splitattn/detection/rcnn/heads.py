@@ -12,15 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...layers import SyncBatchNorm, group_norm
-
-HEAD_NORMS = ("none", "bn", "syncbn", "gn")
-
-
-def norm_layer(norm: str, channels: int) -> nn.Module | None:
-    if norm not in HEAD_NORMS:
-        raise ValueError(f"unknown head norm {norm!r}: use one of {', '.join(HEAD_NORMS)}")
-    return {"none": lambda c: None, "bn": nn.BatchNorm2d, "syncbn": SyncBatchNorm, "gn": group_norm}[norm](channels)
+from ..heads import head_norm_layer
 
 
 def msra_fill(module: nn.Module) -> None:
@@ -42,7 +34,8 @@ class ConvNormReLU(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, norm: str = "none"):
         super().__init__(in_channels, out_channels, 3, padding=1, bias=norm == "none")
-        self.norm = norm_layer(norm, out_channels)
+        layer = head_norm_layer(norm)
+        self.norm = layer(out_channels) if layer is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = super().forward(x)
