@@ -20,13 +20,12 @@ from collections.abc import Mapping
 
 import torch
 
-from ..models.key_converters import to_official, unwrap_state_dict
+from ..models.key_converters import DROP, unwrap_state_dict, whole_model_to_official
 from ..models.weights import atomic_save, read_checkpoint_file
 
 _D2_FPN = re.compile(r"backbone\.fpn_(lateral|output)([2-5])\.(weight|bias|norm\.(.+))")
 # buffers older detectron2 versions saved, which the model computes itself
 _D2_DERIVED = ("pixel_mean", "pixel_std")
-_DROP = object()
 
 
 def _fpn_key(match: re.Match) -> str:
@@ -37,31 +36,13 @@ def _fpn_key(match: re.Match) -> str:
 
 
 def _whole_detector(sd: dict[str, torch.Tensor], layout: str, backbone_prefix: str, rename, notes: list[str]):
-    """Backbone under ``backbone_prefix`` → official names under ``backbone.body``; every other key through
-    ``rename`` (new name, ``_DROP``, or None for a key with no place: those raise ValueError)."""
-    body, body_notes = to_official({k: v for k, v in sd.items() if k.startswith(backbone_prefix)}, source=layout)
-    notes += [n for n in body_notes if not n.startswith("took the")]
-    out = {f"backbone.body.{k}": v for k, v in body.items()}
-    unknown = []
-    for key, value in sd.items():
-        if key.startswith(backbone_prefix):
-            continue
-        new = rename(key)
-        if new is None:
-            unknown.append(key)
-        elif new is _DROP:
-            notes.append(f"dropped {key} (the detector holds the 0-255 image mean/std itself)")
-        else:
-            out[new] = value
-    if unknown:
-        raise ValueError(f"{len(unknown)} tensor(s) of this {layout} file have no place in a splitattn detector: "
-                         f"{', '.join(unknown[:6])}{' …' if len(unknown) > 6 else ''}")
-    return out, notes
+    return whole_model_to_official(sd, layout, backbone_prefix, "backbone.body.", rename, notes,
+                                   "a splitattn detector", "the detector holds the 0-255 image mean/std itself")
 
 
 def _detectron2_key(key: str):
     if key in _D2_DERIVED:
-        return _DROP
+        return DROP
     if match := _D2_FPN.fullmatch(key):
         return _fpn_key(match)
     return key if key.startswith(("proposal_generator.", "roi_heads.")) else None

@@ -354,6 +354,36 @@ def to_official(state_dict: Mapping, source: str = "auto") -> tuple[dict[str, to
     return converted, notes
 
 
+DROP = object()  # returned by a whole-model ``rename``: a tensor the converted model computes itself
+
+
+def whole_model_to_official(sd: dict[str, torch.Tensor], layout: str, backbone_prefix: str, out_prefix: str,
+                            rename, notes: list[str], what: str, drop_reason: str = ""
+                            ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A whole detector / segmenter: the backbone under ``backbone_prefix`` → official names under ``out_prefix``
+    (:func:`to_official` with ``source=layout``); every other key through ``rename`` (its new name, :data:`DROP`,
+    or None for a key with no place in ``what``: those raise ValueError naming them)."""
+    body = {k[len(backbone_prefix):]: v for k, v in sd.items() if k.startswith(backbone_prefix)}
+    body, body_notes = to_official(body, source=layout)
+    notes += [n for n in body_notes if not n.startswith("took the")]
+    out = {f"{out_prefix}{k}": v for k, v in body.items()}
+    unknown = []
+    for key, value in sd.items():
+        if key.startswith(backbone_prefix):
+            continue
+        new = rename(key)
+        if new is None:
+            unknown.append(key)
+        elif new is DROP:
+            notes.append(f"dropped {key}{f' ({drop_reason})' if drop_reason else ''}")
+        else:
+            out[new] = value
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensor(s) of this {layout} file have no place in {what}: "
+                         f"{', '.join(unknown[:6])}{' …' if len(unknown) > 6 else ''}")
+    return out, notes
+
+
 def from_official(state_dict: Mapping[str, torch.Tensor], target: str, prefix: str = "") -> dict[str, torch.Tensor]:
     """Official/splitattn names → ``target`` layout (``'official'``, ``'detectron2'``, ``'mmdet'`` or
     ``'mmpretrain'``).

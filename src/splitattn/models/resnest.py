@@ -69,6 +69,7 @@ class Bottleneck(nn.Module):
         avd_first: bool = False,
         dilation: int = 1,
         is_first: bool = False,
+        avd_dilated: bool = True,
         drop_block: bool = False,
         drop_block_prob: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
@@ -78,7 +79,8 @@ class Bottleneck(nn.Module):
     ):
         super().__init__()
         group_width = int(planes * (bottleneck_width / 64.0)) * cardinality
-        use_avd = avd and (stride > 1 or is_first)  # the official rule: also stride-1 blur in dilated stages
+        # the official rule: also a stride-1 blur in the first block of a dilated stage (mmseg/mmdet omit it)
+        use_avd = avd and (stride > 1 or (is_first and avd_dilated))
         conv2_stride = 1 if use_avd else stride
         avd_pool = nn.AvgPool2d(3, stride, padding=1) if use_avd else nn.Identity()
 
@@ -135,6 +137,9 @@ class ResNeSt(nn.Module):
         stem_width: deep-stem width (32 for ResNeSt-50 and the fast models, 64 for 101/200/269).
         avd: average-pool downsampling in the first block of stages 2-4.
         avd_first: pool before (fast models) instead of after the 3×3 split-attention conv.
+        avd_dilated: keep the official stride-1 average pool in the first block of a dilated stage
+            (``output_stride`` 8/16). False gives OpenMMLab's ResNeSt (``mmseg/models/backbones/resnest.py``:
+            ``avg_down_stride and conv2_stride > 1``), which its segmentation checkpoints were trained with.
         output_stride: 32, 16 or 8, with the official dilation semantics (see :func:`stage_layout`);
             the stride of the deepest map for the standard stem (``stem_stride=4``).
         base_planes: bottleneck planes of layer1 (64 in every released model); stages double it and
@@ -161,6 +166,7 @@ class ResNeSt(nn.Module):
         stem_width: int = 32,
         avd: bool = True,
         avd_first: bool = False,
+        avd_dilated: bool = True,
         output_stride: int = 32,
         base_planes: int = 64,
         stem_stride: int = 4,
@@ -205,7 +211,7 @@ class ResNeSt(nn.Module):
         reduction = stem_stride
         self.feature_info = [dict(num_chs=inplanes, reduction=min(stem_stride, 2), module="act1")]
         block_args = dict(radix=radix, cardinality=cardinality, bottleneck_width=bottleneck_width,
-                          avd=avd, avd_first=avd_first, norm_layer=norm, act_layer=act_layer,
+                          avd=avd, avd_first=avd_first, avd_dilated=avd_dilated, norm_layer=norm, act_layer=act_layer,
                           attn_norm_layer=pooled_norm_layer(norm_layer), memory_efficient=memory_efficient)
         for index, (planes, blocks, (stride, dilation, first_dilation)) in enumerate(
             zip(stage_planes, layers, stage_layout(output_stride)), start=1

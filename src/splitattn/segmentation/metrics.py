@@ -14,10 +14,11 @@ image: for each scale the image is resized (bilinear, ``align_corners=True``) so
 ``crop_size`` an image that fits is padded to the crop, a larger one is evaluated in overlapping
 ``crop_size`` windows (stride ``int(crop_size * stride_ratio)``, windows padded, overlaps averaged); the
 flip pass is the prediction on the mirrored image, mirrored back; the result is upsampled (bilinear,
-``align_corners=True``) to the input size. Combination (a documented departure): the *mean* of the
-(upsampled) logits over flips and scales (``combine="softmax"``: of the softmax probabilities).
-PyTorch-Encoding sums ``exp(logits + flipped logits)`` over scales; sum and mean give the same argmax,
-and averaging logits keeps single-scale results identical to a plain forward pass.
+``align_corners=True``) to the input size. Combination: by default the *mean* of the (upsampled) logits over
+flips and scales (``combine="softmax"``: of the softmax probabilities), which keeps a single-scale result
+identical to a plain forward pass. ``combine="encoding"`` is PyTorch-Encoding's own score, to reproduce its
+evaluation exactly: ``exp(logits + flipped logits)`` per window (``module_inference``), windows averaged,
+summed over scales. Its argmax can differ from the mean of logits where scales disagree.
 """
 
 from __future__ import annotations
@@ -204,15 +205,16 @@ def predict_logits(model: Callable, image: torch.Tensor, num_classes: int, scale
     ``[0, 1]`` images; use ``-mean / std`` for normalised ones (PyTorch-Encoding's choice).
     Scaling: ``base_size`` given -> the ``resize_side`` ("long" as in PyTorch-Encoding's
     MultiEvalModule, or "short") becomes ``ceil(base_size * scale)``; else both sides times ``scale``.
-    ``combine``: "logits" (mean of logits) or "softmax" (mean of probabilities). The model's train/eval
-    mode is left as it is (call ``model.eval()`` first).
+    ``combine``: "logits" (mean of logits), "softmax" (mean of probabilities) or "encoding" (PyTorch-Encoding's
+    score: the sum over scales of ``exp(logits + flipped logits)``; see the module docstring). The model's
+    train/eval mode is left as it is (call ``model.eval()`` first).
     """
     if image.dim() == 3:
         image = image.unsqueeze(0)
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"image must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")
-    if combine not in ("logits", "softmax"):
-        raise ValueError(f"combine must be 'logits' or 'softmax', got {combine!r}")
+    if combine not in ("logits", "softmax", "encoding"):
+        raise ValueError(f"combine must be 'logits', 'softmax' or 'encoding', got {combine!r}")
     if not scales:
         raise ValueError("scales is empty")
     image = image.float() if not image.is_floating_point() else image
@@ -236,8 +238,8 @@ def predict_logits(model: Callable, image: torch.Tensor, num_classes: int, scale
             back = _resize(_logits(model(x.flip(-1)), num_classes).float(), tuple(x.shape[-2:]), align_corners)
             if combine == "softmax":
                 back = back.softmax(1)
-            out = (out + back.flip(-1)) / 2
-        return out
+            out = out + back.flip(-1) if combine == "encoding" else (out + back.flip(-1)) / 2
+        return out.exp() if combine == "encoding" else out
 
     def windows(x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -264,4 +266,4 @@ def predict_logits(model: Callable, image: torch.Tensor, num_classes: int, scale
         scaled = _resize(image, size, align_corners)
         score = _resize(windows(scaled), (height, width), align_corners)
         total = score if total is None else total + score
-    return (total / len(scales))[0]
+    return (total if combine == "encoding" else total / len(scales))[0]
