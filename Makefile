@@ -29,7 +29,18 @@ D2_STAMP   := $(VENV)/.detectron2-oracle
 # compiles for ~45 min), its compiled ops replaced in the tests by torchvision's (tests/oracles/mmdet_models.py)
 MM_ORACLES := mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0
 MM_STAMP   := $(VENV)/.mmdet-oracle
-oracles: $(D2_STAMP) $(MM_STAMP)
+# segmentation oracles: mmsegmentation 1.2.2 (same mmcv-lite stand-in; ftfy / regex are imports of mmseg), and
+# PyTorch-Encoding 1.2.1 (an sdist whose setup.py wants RELEASE=1; --no-deps keeps pip from touching torch; its
+# imports need requests and portalocker), cityscapesscripts for its label table
+SEG_ORACLES := mmsegmentation==1.2.2 ftfy regex requests portalocker
+SEG_NODEPS  := torch-encoding==1.2.1 cityscapesscripts==2.3.0
+SEG_STAMP   := $(VENV)/.segmentation-oracles
+oracles: $(D2_STAMP) $(MM_STAMP) $(SEG_STAMP)
+
+$(SEG_STAMP): | $(MM_STAMP)
+	$(PIP) install --quiet $(SEG_ORACLES)
+	RELEASE=1 $(PIP) install --quiet --no-deps $(SEG_NODEPS)
+	touch $@
 
 $(MM_STAMP): | $(STAMP)
 	$(PIP) install --quiet $(MM_ORACLES)

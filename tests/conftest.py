@@ -1,4 +1,5 @@
-"""Shared helpers. The oracles (official `resnest` package, timm, detectron2, mmdet) must be installed: a missing
+"""Shared helpers. The oracles (official `resnest` package, timm, detectron2, mmdet, mmseg, PyTorch-Encoding,
+cityscapesscripts) must be installed: a missing
 oracle is a set-up error that fails the run, never a silent skip (`make test` installs them)."""
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from torch import nn
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 for _oracle, _how in [("resnest", "pip install --no-deps resnest==0.0.5"), ("timm", "pip install timm"),
-                      ("detectron2", "make oracles"), ("mmdet", "make oracles")]:
+                      ("detectron2", "make oracles"), ("mmdet", "make oracles"), ("mmseg", "make oracles"),
+                      ("encoding", "make oracles"), ("cityscapesscripts", "make oracles")]:
     if importlib.util.find_spec(_oracle) is None:
         raise pytest.UsageError(f"test oracle {_oracle!r} is not installed: run `make test` (or `{_how}`)")
 

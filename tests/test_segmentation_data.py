@@ -1,4 +1,5 @@
-"""Segmentation data (ADE20K / VOC / folder layouts, transforms) and metrics (confusion matrix, inference)."""
+"""Segmentation data (ADE20K / VOC / Pascal Context / Cityscapes / folder layouts, transforms) and metrics
+(confusion matrix, inference)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,23 @@ from torch import nn
 
 from splitattn.classification.fashion_mnist import DEBIAN_DIR
 from splitattn.data.images import DatasetError
+from splitattn.engine.config import ConfigError
+from splitattn.segmentation.config import load_segment_config
 from splitattn.segmentation.data import (
     ADE20K_CLASSES,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_TRAIN_IDS,
+    PCONTEXT_CLASSES,
     VOC_CLASSES,
     SegmentationEvalTransform,
     SegmentationTrainTransform,
     ade20k,
+    build_segmentation_data,
+    cityscapes,
+    cityscapes_label_map,
     collate_segmentation,
     folder,
+    pcontext,
     voc,
 )
 from splitattn.segmentation.metrics import ConfusionMatrix, predict_logits
@@ -260,6 +270,274 @@ def test_voc_layout_palette_labels(tmp_path, voc_photo):
     # RGBA / palette images become RGB
     Image.fromarray(rgb).convert("RGBA").save(tmp_path / "VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg", "PNG")
     assert ds[0][0].shape == (3, 375, 500)
+
+
+# Pascal Context (mmseg's converter layout): the VOC photo's classes re-coded as their Pascal Context values
+# (1 + index in PCONTEXT_CLASSES; VOC 'diningtable' is Context 'table'), background 0, VOC's border -> 'wall',
+# and a bottom strip of the last class ('wood', 59).
+_CONTEXT_NAME = {"diningtable": "table"}
+
+
+def _pcontext_label(voc_label: np.ndarray) -> np.ndarray:
+    raw = np.zeros(voc_label.shape, np.uint8)
+    for k, name in enumerate(VOC_CLASSES[1:], 1):
+        raw[voc_label == k] = PCONTEXT_CLASSES.index(_CONTEXT_NAME.get(name, name)) + 1
+    raw[voc_label == 255] = PCONTEXT_CLASSES.index("wall") + 1
+    raw[-5:] = 59
+    return raw
+
+
+def _write_pcontext(voc2010, rgb, label):
+    for sub in ("JPEGImages", "SegmentationClassContext", "ImageSets/SegmentationContext"):
+        (voc2010 / sub).mkdir(parents=True, exist_ok=True)
+    raw = _pcontext_label(label)
+    for stem, (img, lab) in {"2008_000002": (rgb, raw), "2008_000003": (rgb[:, ::-1], raw[:, ::-1])}.items():
+        Image.fromarray(np.ascontiguousarray(img)).save(voc2010 / "JPEGImages" / f"{stem}.jpg", quality=95)
+        Image.fromarray(np.ascontiguousarray(lab), "L").save(voc2010 / "SegmentationClassContext" / f"{stem}.png")
+    (voc2010 / "ImageSets/SegmentationContext/train.txt").write_text("2008_000002\n2008_000003\n")
+    (voc2010 / "ImageSets/SegmentationContext/val.txt").write_text("2008_000003\n")
+    return raw
+
+
+def test_pcontext_layout_reduce_zero_label(tmp_path, voc_photo):
+    rgb, label, _ = voc_photo
+    voc2010 = tmp_path / "VOCdevkit" / "VOC2010"
+    raw = _write_pcontext(voc2010, rgb, label)
+    ds = pcontext(tmp_path, "train")  # the folder holding VOCdevkit
+    assert len(ds) == 2 and ds.num_classes == 59 and ds.ignore_index == 255
+    assert ds.class_names == list(PCONTEXT_CLASSES) and (ds.class_names[0], ds.class_names[-1]) == ("aeroplane", "wood")
+    assert [p.name for p in ds.images] == ["2008_000002.jpg", "2008_000003.jpg"]
+    assert [p.name for p in ds.labels] == ["2008_000002.png", "2008_000003.png"]
+    image, target = ds[0]
+    assert image.shape == (3, 375, 500) and target.dtype == torch.int64
+    # mmseg's reduce_zero_label: 0 -> ignore, v -> v - 1; PyTorch-Encoding's `mask - 1` gives the same, -1 = ignored
+    encoding = torch.from_numpy(raw.astype(np.int64) - 1)
+    assert torch.equal(target[encoding >= 0], encoding[encoding >= 0]) and (target[encoding < 0] == 255).all()
+    values = set(target.unique().tolist())
+    assert values <= set(range(59)) | {255} and {58, 255} <= values
+    # the photo's objects come out under their own names (above the 'wood' strip)
+    for k in (5, 9, 11, 15):  # bottle, chair, diningtable, person
+        name = _CONTEXT_NAME.get(VOC_CLASSES[k], VOC_CLASSES[k])
+        assert {PCONTEXT_CLASSES[v] for v in target[:-5][torch.from_numpy(label[:-5] == k)].tolist()} == {name}
+    assert torch.equal(ds[1][1], target.flip(-1))  # each image with its own label
+    stats = ds.check()
+    assert stats["ignored_pixels"] == 2 * int((raw == 0).sum()) and stats["class_pixels"][58] == 2 * 5 * 500
+    # VOCdevkit or VOC2010 as root, the 'validation' alias
+    assert len(pcontext(tmp_path / "VOCdevkit", "val")) == 1 and len(pcontext(voc2010, "validation")) == 1
+    # labels already reduced (0..58, 255 background)
+    reduced = np.where(raw == 0, 255, raw.astype(np.int64) - 1).astype(np.uint8)
+    Image.fromarray(reduced, "L").save(voc2010 / "SegmentationClassContext/2008_000002.png")
+    assert torch.equal(pcontext(voc2010, reduce_zero_label=False)[0][1], target)
+
+
+def test_pcontext_bad_input(tmp_path, voc_photo):
+    rgb, label, _ = voc_photo
+    voc2010 = tmp_path / "VOC2010"
+    raw = _write_pcontext(voc2010, rgb, label)
+    ds = pcontext(voc2010, "train")
+    label_png = voc2010 / "SegmentationClassContext/2008_000002.png"
+    # raw 459-class ids (labels.txt: 420 'tree', 440 'wall'), as a 16-bit PNG
+    Image.fromarray(np.where(raw > 0, 420, 0).astype(np.uint16)).save(label_png)
+    with pytest.raises(ValueError, match=r"2008_000002\.png holds value\(s\) 419 .*raw 459-class labels"
+                                         r".*pascal_context\.py"):
+        ds[0]
+    bad = raw.copy()
+    bad[0, 0] = 60
+    Image.fromarray(bad, "L").save(label_png)
+    with pytest.raises(ValueError, match=r"holds value\(s\) 59 .*outside the classes 0\.\.58"):
+        ds[0]
+    with pytest.raises(ValueError, match="1 bad sample"):
+        ds.check()
+    # already-reduced labels read with the default mapping: the message names the fix
+    Image.fromarray(np.where(raw == 0, 255, raw - 1).astype(np.uint8), "L").save(label_png)
+    with pytest.raises(ValueError, match="reduce_zero_label=False"):
+        ds[0]
+    Image.fromarray(raw[:-1], "L").save(label_png)
+    with pytest.raises(ValueError, match=r"is 500x375 \(WxH\) but its label .* is 500x374"):
+        ds[0]
+    (voc2010 / "SegmentationClassContext/2008_000003.png").unlink()
+    with pytest.raises(FileNotFoundError,
+                       match=r"Pascal Context train: 1 of 2 label files are missing, e.g. .*2008_000003\.png"):
+        pcontext(voc2010, "train")
+    with pytest.raises(FileNotFoundError, match="available: train, val"):
+        pcontext(voc2010, "test")
+    with pytest.raises(FileNotFoundError, match="no ImageSets/SegmentationContext under .*nowhere"):
+        pcontext(tmp_path / "nowhere")
+    # a plain VOC2010 download, not yet converted
+    (tmp_path / "plain" / "VOC2010" / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="JPEGImages but no ImageSets/SegmentationContext; .*pascal_context"):
+        pcontext(tmp_path / "plain")
+    (voc2010 / "SegmentationClassContext").rename(voc2010 / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="label folder .*SegmentationClassContext does not exist"):
+        pcontext(voc2010)
+
+
+# Cityscapes: three real photos in two cities; label ids in 15-px column stripes cycling through every id 0..33,
+# with the photo's people painted as 'person' (24) and the rest of its objects as 'car' (26).
+_CITYSCAPES_STEMS = ("aachen/aachen_000000_000019", "aachen/aachen_000001_000019", "bochum/bochum_000000_000313")
+
+
+def _cityscapes_oracle():
+    """cityscapesscripts' label table (a test oracle: `pip install --no-deps cityscapesscripts==2.3.0`)."""
+    try:
+        from cityscapesscripts.helpers.labels import labels
+    except ImportError as err:
+        raise pytest.UsageError("test oracle 'cityscapesscripts' is not installed: run `make test` (or "
+                                f"`pip install --no-deps cityscapesscripts==2.3.0`) ({err})") from None
+    return labels
+
+
+def _cityscapes_lut() -> np.ndarray:
+    """label id 0..33 -> train id, 255 for every id cityscapesscripts does not evaluate (trainId 255 or -1)."""
+    lut = np.full(34, 255, np.int64)
+    for lab in _cityscapes_oracle():
+        if lab.id >= 0 and 0 <= lab.trainId < 19:
+            lut[lab.id] = lab.trainId
+    return lut
+
+
+def _cityscapes_label_ids(voc_label: np.ndarray) -> np.ndarray:
+    ids = np.broadcast_to((np.arange(voc_label.shape[1]) // 15) % 34, voc_label.shape).astype(np.uint8)
+    ids = np.where((voc_label > 0) & (voc_label != 255), 26, ids)
+    return np.where(voc_label == 15, 24, ids).astype(np.uint8)
+
+
+def _write_cityscapes(root, rgb, label, split="train", train_ids=False):
+    ids = _cityscapes_label_ids(label)
+    pairs = [(rgb, ids), (rgb[:, ::-1], ids[:, ::-1]), (rgb[40:300, 60:460], ids[40:300, 60:460])]
+    written = {}
+    for stem, (img, lab) in zip(_CITYSCAPES_STEMS, pairs):
+        image = root / "leftImg8bit" / split / f"{stem}_leftImg8bit.png"
+        gt = root / "gtFine" / split / f"{stem}_gtFine_labelIds.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        gt.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(img)).save(image)
+        Image.fromarray(np.ascontiguousarray(lab), "L").save(gt)
+        if train_ids:
+            Image.fromarray(_cityscapes_lut()[lab].astype(np.uint8), "L").save(
+                root / "gtFine" / split / f"{stem}_gtFine_labelTrainIds.png")
+        written[stem] = lab
+    return written
+
+
+def test_cityscapes_table_matches_cityscapesscripts():
+    labels = _cityscapes_oracle()
+    assert len(CITYSCAPES_TRAIN_IDS) == len(labels) == 35
+    assert {lab.id: lab.trainId if 0 <= lab.trainId < 19 else 255 for lab in labels} == CITYSCAPES_TRAIN_IDS
+    evaluated = sorted((lab for lab in labels if 0 <= lab.trainId < 19), key=lambda lab: lab.trainId)
+    assert [lab.trainId for lab in evaluated] == list(range(19))
+    assert list(CITYSCAPES_CLASSES) == [lab.name for lab in evaluated]
+    mapped = cityscapes_label_map()(np.arange(-1, 34))  # -1: the licence plate, which no PNG can hold
+    assert mapped.tolist() == [255, *_cityscapes_lut().tolist()]
+    assert (cityscapes_label_map(ignore_index=-1)(np.arange(34)) == np.where(_cityscapes_lut() == 255, -1,
+                                                                              _cityscapes_lut())).all()
+    with pytest.raises(ValueError, match=r"value\(s\) 34, 255 are not Cityscapes label ids"):
+        cityscapes_label_map()(np.array([[0, 34], [255, 7]]))
+
+
+def test_cityscapes_layout_label_ids_and_train_ids(tmp_path, voc_photo):
+    rgb, label, _ = voc_photo
+    root = tmp_path / "cityscapes"
+    written = _write_cityscapes(root, rgb, label)
+    ds = cityscapes(tmp_path, "train")  # the parent of cityscapes/ is accepted
+    assert len(ds) == 3 and (ds.num_classes, ds.ignore_index) == (19, 255)
+    assert ds.class_names == list(CITYSCAPES_CLASSES)
+    lut = _cityscapes_lut()
+    for i, stem in enumerate(_CITYSCAPES_STEMS):  # sorted by city, each image with its own label file
+        assert ds.images[i] == root / "leftImg8bit/train" / f"{stem}_leftImg8bit.png"
+        assert ds.labels[i] == root / "gtFine/train" / f"{stem}_gtFine_labelIds.png"
+        image, target = ds[i]
+        assert image.shape[1:] == target.shape == written[stem].shape
+        assert torch.equal(target, torch.from_numpy(lut[written[stem]]))
+    target = ds[0][1]
+    assert set(target.unique().tolist()) == set(range(19)) | {255}
+    assert CITYSCAPES_CLASSES[int(target[torch.from_numpy(label == 15)].unique())] == "person"
+    stats = ds.check()
+    assert stats["images"] == 3 and min(stats["class_pixels"]) > 0
+    # createTrainIdLabelImgs output, when every image has one, is read instead (the label ids are not needed)
+    _write_cityscapes(root, rgb, label, train_ids=True)
+    (root / "gtFine/train" / f"{_CITYSCAPES_STEMS[0]}_gtFine_labelIds.png").unlink()
+    by_train_ids = cityscapes(root, "train")
+    assert all(p.name.endswith("_gtFine_labelTrainIds.png") for p in by_train_ids.labels)
+    assert by_train_ids.label_map is None
+    assert all(torch.equal(by_train_ids[i][1], ds[i][1]) for i in (1, 2))
+    # one train-id file short: the label ids are read for the whole split, and the image without any label is named
+    (root / "gtFine/train" / f"{_CITYSCAPES_STEMS[2]}_gtFine_labelTrainIds.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of 3 images have no _gtFine_labelIds\.png label \(nor a "
+                                                r"_gtFine_labelTrainIds\.png\), e\.g\. .*aachen_000000_000019_gtFine"
+                                                r"_labelIds\.png for .*aachen_000000_000019_leftImg8bit\.png"):
+        cityscapes(root, "train")
+    with pytest.raises(FileNotFoundError, match="1 of 3 images have no _gtFine_labelTrainIds.png label, e.g. .*bochum"):
+        cityscapes(root, "train", label_type="labelTrainIds")
+
+
+def test_cityscapes_bad_input(tmp_path, voc_photo):
+    rgb, label, _ = voc_photo
+    written = _write_cityscapes(tmp_path, rgb, label, split="val")
+    ds = cityscapes(tmp_path, "val")
+    gt = tmp_path / "gtFine/val" / f"{_CITYSCAPES_STEMS[1]}_gtFine_labelIds.png"
+    bad = written[_CITYSCAPES_STEMS[1]].copy()
+    bad[0, 0] = 40
+    Image.fromarray(bad, "L").save(gt)
+    with pytest.raises(ValueError, match=r"aachen_000001_000019_gtFine_labelIds\.png: value\(s\) 40 are not "
+                                         r"Cityscapes label ids .*colour"):
+        ds[1]
+    with pytest.raises(ValueError, match="1 bad sample"):
+        ds.check()
+    Image.fromarray(rgb[:, ::-1].copy()).save(gt)  # a colour map where the label ids should be
+    with pytest.raises(ValueError, match="mode 'RGB'"):
+        ds[1]
+    # train-id files that hold something else
+    Image.fromarray(bad, "L").save(gt)
+    for stem in _CITYSCAPES_STEMS:
+        Image.fromarray(np.full((2, 2), 19, np.uint8), "L").save(
+            tmp_path / "gtFine/val" / f"{stem}_gtFine_labelTrainIds.png")
+    with pytest.raises(ValueError, match=r"holds value\(s\) 19, outside the classes 0\.\.18 .*label_type='labelIds'"):
+        cityscapes(tmp_path, "val")[0]
+    # the test split: no labels to score, images alone on request
+    (tmp_path / "leftImg8bit/test/berlin").mkdir(parents=True)
+    Image.fromarray(rgb).save(tmp_path / "leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png")
+    with pytest.raises(ValueError, match="test labels are withheld.*labels=False"):
+        cityscapes(tmp_path, "test")
+    test = cityscapes(tmp_path, "test", labels=False)
+    assert len(test) == 1 and test[0][1] is None and test[0][0].shape == (3, 375, 500)
+    with pytest.raises(ValueError, match="split must be 'train', 'val' or 'test'"):
+        cityscapes(tmp_path, "train_extra")
+    with pytest.raises(FileNotFoundError, match=r"image folder .*leftImg8bit/train does not exist"):
+        cityscapes(tmp_path, "train")
+    (tmp_path / "leftImg8bit/train").mkdir()
+    with pytest.raises(ValueError, match="no CITY/\\*_leftImg8bit.png images"):
+        cityscapes(tmp_path, "train")
+    (tmp_path / "leftImg8bit/train/aachen").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png")
+    with pytest.raises(FileNotFoundError, match=r"label folder .*gtFine/train does not exist"):
+        cityscapes(tmp_path, "train")
+    with pytest.raises(FileNotFoundError, match="has no leftImg8bit/ folder; expected the Cityscapes layout"):
+        cityscapes(tmp_path / "gtFine")
+
+
+def test_build_segmentation_data_pcontext_and_cityscapes(tmp_path, voc_photo):
+    rgb, label, _ = voc_photo
+    _write_pcontext(tmp_path / "context" / "VOCdevkit" / "VOC2010", rgb, label)
+    _write_cityscapes(tmp_path / "cityscapes", rgb, label, split="train")
+    _write_cityscapes(tmp_path / "cityscapes", rgb, label, split="val")
+    size = ["data.base_size=64", "data.crop_size=48"]
+    for dataset, root, sizes, classes in [("pcontext", "context", (2, 1), PCONTEXT_CLASSES),
+                                          ("cityscapes", "cityscapes", (3, 3), CITYSCAPES_CLASSES)]:
+        cfg = load_segment_config(None, [f"data.dataset={dataset}", f"data.root={tmp_path / root}", *size])
+        train, val = build_segmentation_data(cfg.data)
+        assert (len(train), len(val)) == sizes and train.class_names == val.class_names == list(classes)
+        assert isinstance(train.transform, SegmentationTrainTransform)
+        torch.manual_seed(0)
+        image, target = train[0]
+        assert image.shape == (3, 48, 48) and target.shape == (48, 48)
+        assert set(target.unique().tolist()) <= set(range(len(classes))) | {255}
+        image, target = val[0]
+        assert image.shape[1:] == target.shape and target.shape[0] in (375, 260)
+    with pytest.raises(ConfigError, match="Cityscapes test labels are withheld"):
+        load_segment_config(None, ["data.dataset=cityscapes", "data.val_split=test"])
+    with pytest.raises(ConfigError, match="'cityscapes'"):
+        load_segment_config(None, ["data.dataset=cityscape"])
 
 
 @pytest.fixture(scope="module")

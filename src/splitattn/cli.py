@@ -29,6 +29,11 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
         print(detection_zoo_table(args.pattern))
         return
+    if args.task == "segment":
+        from .segmentation.zoo import segmentation_zoo_table
+
+        print(segmentation_zoo_table(args.pattern))
+        return
     from .models.zoo import get_entry, list_models
     from .report import zoo_table
 
@@ -135,6 +140,12 @@ def _cmd_convert(args: argparse.Namespace) -> None:
         print(f"wrote {args.output} (a splitattn detector state_dict: "
               "create_detector(KIND, BACKBONE, flavour='detectron2', pretrained=PATH))")
         return
+    if args.segmenter:
+        from .segmentation.convert import convert_segmenter_file
+
+        for note in convert_segmenter_file(args.source, args.output):
+            print(note)
+        return
     from .models.key_converters import convert_checkpoint_file
 
     for note in convert_checkpoint_file(args.source, args.output, source=args.layout):
@@ -151,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnest50*'")
     p.add_argument("--tag", choices=["resnest", "fast", "baseline"], help="only models with this tag")
     p.add_argument("--pretrained", action="store_true", help="only models with released weights")
-    p.add_argument("--task", choices=["classify", "detect"], default="classify",
-                   help="classify: the backbone zoo (default); detect: the released detectors")
+    p.add_argument("--task", choices=["classify", "detect", "segment"], default="classify",
+                   help="classify: the backbone zoo (default); detect / segment: the released detectors / segmenters")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="everything about one model: architecture, figures, eval transform, weights")
@@ -198,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_max_pixels_argument(p)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("convert", help="detectron2 / mmdet / mmpretrain ResNeSt checkpoint → official key layout")
+    p = sub.add_parser("convert", help="detectron2 / mmdet / mmseg / mmpretrain / PyTorch-Encoding ResNeSt checkpoint "
+                                       "→ official key layout")
     p.add_argument("source", help="checkpoint file (.pth)")
     p.add_argument("output", help="output state_dict file")
     p.add_argument("--from", dest="layout", default="auto",
@@ -206,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="source key layout (default: detected)")
     p.add_argument("--detector", action="store_true",
                    help="keep the whole detector (a detectron2 or mmdet ResNeSt R-CNN file): backbone, FPN, RPN, heads")
+    p.add_argument("--segmenter", action="store_true",
+                   help="keep the whole segmenter (a PyTorch-Encoding DeepLabV3 / FCN or an mmseg ResNeSt file)")
     p.set_defaults(func=_cmd_convert)
 
     from .classification.cli import add_commands as classification_commands

@@ -47,10 +47,10 @@ class SegmentModelConfig:
 
 @dataclass
 class SegmentDataConfig:
-    dataset: Literal["ade20k", "voc", "folder"] = "ade20k"
+    dataset: Literal["ade20k", "voc", "pcontext", "cityscapes", "folder"] = "ade20k"
     root: str = "datasets/ADEChallengeData2016"
-    train_split: str = ""  # '' = the dataset's own name (ade20k: training, voc / folder: train)
-    val_split: str = ""  # '' = validation / val / val
+    train_split: str = ""  # '' = the dataset's own name (ade20k: training, voc / pcontext / cityscapes / folder: train)
+    val_split: str = ""  # '' = validation (ade20k) / val (the others)
     # folder only: ROOT/SPLIT/images/NAME.* with ROOT/SPLIT/<label_dir>/NAME.png holding 0..num_classes-1 (+255)
     num_classes: int = 0
     class_names: list[str] = field(default_factory=list)  # [] = 'class 0', 'class 1', …
@@ -68,6 +68,8 @@ class SegmentDataConfig:
              "data.scale_range must be [lo, hi] with 0 < lo <= hi"),
             (0.0 <= self.flip_prob <= 1.0, "data.flip_prob must be in [0, 1]"),
             (self.dataset != "folder" or self.num_classes >= 2, "data.dataset=folder needs data.num_classes >= 2"),
+            (self.dataset != "cityscapes" or "test" not in (self.train_split, self.val_split),
+             "Cityscapes test labels are withheld: train on data.train_split=train and evaluate on val"),
             (self.workers >= 0, "data.workers must be >= 0"),
         ]
 

@@ -1,4 +1,5 @@
-"""Semantic-segmentation datasets (ADE20K, PASCAL VOC 2012, a folder of image / label pairs) and transforms.
+"""Semantic-segmentation datasets (ADE20K, PASCAL VOC 2012, Pascal Context 59, Cityscapes, a folder of image /
+label pairs) and transforms.
 
 A sample is ``(image, label)``: ``image`` float32 ``(3, H, W)`` in ``[0, 1]`` (RGB, *not* normalised:
 mean/std normalisation is the trainer's / model wrapper's job, so padding with 0 here is black, exactly
@@ -6,8 +7,9 @@ as PyTorch-Encoding pads its PIL images before normalising), ``label`` int64 ``(
 indices ``0..num_classes-1`` and ``ignore_index`` (default 255) where a pixel is not scored.
 
 Label files are read as single-channel index maps (PNG mode ``L``/``P``/``I``; a palette PNG gives its
-indices, never its colours), mapped by the dataset's ``label_map`` (ADE20K: 0 "other" -> ignore,
-``v -> v - 1``, i.e. mmseg's ``reduce_zero_label``) and checked *before* any transform: a value that
+indices, never its colours), mapped by the dataset's ``label_map`` (ADE20K and Pascal Context: 0 -> ignore,
+``v -> v - 1``, i.e. mmseg's ``reduce_zero_label``; Cityscapes label ids -> train ids) and checked *before* any
+transform: a value that
 is neither a class nor ``ignore_index`` raises :class:`ValueError` naming the file, the values and the
 likely fix; nothing is silently clipped. ``SegmentationDataset.check()`` runs the same checks over the
 whole split up front.
@@ -34,6 +36,9 @@ from ..data.images import DatasetError, open_image, to_rgb
 
 __all__ = [
     "ADE20K_CLASSES",
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_TRAIN_IDS",
+    "PCONTEXT_CLASSES",
     "VOC_CLASSES",
     "SegmentationDataset",
     "SegmentationEvalTransform",
@@ -41,8 +46,12 @@ __all__ = [
     "ade20k",
     "ade20k_label_map",
     "build_segmentation_data",
+    "cityscapes",
+    "cityscapes_label_map",
     "collate_segmentation",
     "folder",
+    "pcontext",
+    "reduce_zero_label_map",
     "voc",
 ]
 
@@ -71,6 +80,32 @@ VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+
+# Pascal Context, 59 classes: label PNG value v (1..59) is PCONTEXT_CLASSES[v - 1], 0 is background (ignored).
+# Names and order as mmsegmentation's PascalContextDataset59. PyTorch-Encoding lists no names: its class k is the
+# k-th smallest of the 59 kept ids of the 459-class labels.txt (the sorted `_mapping` in its pcontext.py, copied
+# by mmseg's tools/dataset_converters/pascal_context.py); labels.txt is alphabetical, so the orders agree.
+PCONTEXT_CLASSES = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle", "building", "bus",
+    "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow", "cup", "curtain", "dog", "door", "fence",
+    "floor", "flower", "food", "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse",
+    "person", "plate", "platform", "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky",
+    "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
+)
+
+# Cityscapes: the 19 evaluated classes, train id t is CITYSCAPES_CLASSES[t].
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation", "terrain",
+    "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+
+# Cityscapes label id (gtFine *_labelIds.png; -1 = licence plate, never in a PNG) -> train id (255 = ignored), as
+# cityscapesscripts' helpers/labels.py (where the licence plate's train id is -1: ignored here too).
+CITYSCAPES_TRAIN_IDS = {
+    -1: 255, 0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255, 7: 0, 8: 1, 9: 255, 10: 255, 11: 2, 12: 3,
+    13: 4, 14: 255, 15: 255, 16: 255, 17: 5, 18: 255, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
+    27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18,
+}
 
 _LABEL_MODES = ("L", "P", "I", "I;16", "I;16L", "I;16B", "1")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -318,7 +353,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
                                  "index map (mode L / P / I: class indices, not colours). Convert colour-coded "
                                  "labels to index PNGs first." + (f" {self.label_hint}" if self.label_hint else ""))
             raw = _label_array(img)
-        label = raw if self.label_map is None else np.asarray(self.label_map(raw)).astype(np.int64)
+        try:
+            label = raw if self.label_map is None else np.asarray(self.label_map(raw)).astype(np.int64)
+        except ValueError as err:  # a label map that refuses raw values it has no meaning for
+            raise ValueError(f"{self.name}: label file {path}: {err}"
+                             + (f" {self.label_hint}" if self.label_hint else "")) from None
         if label.shape != raw.shape:
             raise ValueError(f"{self.name}: label_map changed the label shape {raw.shape} -> {label.shape}")
         self._validate_values(label, path)
@@ -398,13 +437,40 @@ def _pairs(image_dir: Path, label_dir: Path, name: str, image_suffixes=_IMAGE_SU
     return images, labels
 
 
-def ade20k_label_map(ignore_index: int = 255) -> Callable[[np.ndarray], np.ndarray]:
-    """ADE20K 0 ("other") -> ``ignore_index``, ``v -> v - 1`` (mmseg ``reduce_zero_label``)."""
+def reduce_zero_label_map(ignore_index: int = 255) -> Callable[[np.ndarray], np.ndarray]:
+    """0 -> ``ignore_index``, ``v -> v - 1`` (mmseg's ``reduce_zero_label``; ADE20K "other", Pascal Context
+    background). Unlike mmseg, a raw 255 becomes 254 (then refused as out of range): it is not a value these
+    label files hold, and is most often a sign of labels that were already reduced."""
     def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
         out = raw - 1
         out[raw == 0] = ignore_index
         return out
     return reduce_zero_label
+
+
+def _listed_pairs(root: Path, sets_dir: Path, split: str, label_dir: str, name: str) -> tuple[list, list]:
+    """VOC-style pairs: ids from ``{sets_dir}/{split}.txt``, ``{root}/JPEGImages/{id}.jpg`` and
+    ``{root}/{label_dir}/{id}.png``."""
+    split_file = sets_dir / f"{split}.txt"
+    if not split_file.is_file():
+        available = sorted(p.stem for p in sets_dir.glob("*.txt"))
+        raise FileNotFoundError(f"{name}: split file {split_file} does not exist (available: {', '.join(available)})")
+    ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"{name}: split file {split_file} lists no images")
+    images = [root / "JPEGImages" / f"{i}.jpg" for i in ids]
+    labels = [root / label_dir / f"{i}.png" for i in ids]
+    for kind, paths in (("image", images), ("label", labels)):
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{name} {split}: {len(missing)} of {len(ids)} {kind} files are missing, e.g. "
+                                    f"{', '.join(missing[:3])}")
+    return images, labels
+
+
+def ade20k_label_map(ignore_index: int = 255) -> Callable[[np.ndarray], np.ndarray]:
+    """ADE20K 0 ("other") -> ``ignore_index``, ``v -> v - 1`` (mmseg ``reduce_zero_label``)."""
+    return reduce_zero_label_map(ignore_index)
 
 
 def ade20k(root: str | Path, split: str = "training", transform: Callable | None = None,
@@ -453,24 +519,147 @@ def voc(root: str | Path, split: str = "train", transform: Callable | None = Non
     else:
         raise FileNotFoundError(f"VOC: no ImageSets/Segmentation under {root} (tried {root}, {root}/VOC2012, "
                                 f"{root}/VOCdevkit/VOC2012)")
-    split_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not split_file.is_file():
-        available = sorted(p.stem for p in split_file.parent.glob("*.txt"))
-        raise FileNotFoundError(f"VOC: split file {split_file} does not exist (available: {', '.join(available)})")
-    ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise ValueError(f"VOC: split file {split_file} lists no images")
-    images = [root / "JPEGImages" / f"{i}.jpg" for i in ids]
-    labels = [root / label_dir / f"{i}.png" for i in ids]
-    for kind, paths in (("image", images), ("label", labels)):
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"VOC {split}: {len(missing)} of {len(ids)} {kind} files are missing, e.g. "
-                                    f"{', '.join(missing[:3])}")
+    images, labels = _listed_pairs(root, root / "ImageSets" / "Segmentation", split, label_dir, "VOC")
     hint = ("VOC SegmentationClass PNGs are palette images holding 0..20 and 255 (border / difficult); "
             "labels saved as RGB colours must be converted back to indices.")
     return SegmentationDataset(images, labels, 21, ignore_index=255, transform=transform, class_names=VOC_CLASSES,
                                label_hint=hint, name=f"VOC {split}")
+
+
+_PCONTEXT_CONVERTER = ("convert the Pascal Context annotations (trainval_merged.json) with mmsegmentation's "
+                       "tools/dataset_converters/pascal_context.py (needs the `detail` API), which writes "
+                       "SegmentationClassContext/*.png and ImageSets/SegmentationContext/{train,val}.txt")
+
+
+def pcontext(root: str | Path, split: str = "train", transform: Callable | None = None, ignore_index: int = 255,
+             reduce_zero_label: bool = True, label_dir: str = "SegmentationClassContext") -> SegmentationDataset:
+    """Pascal Context, 59 classes, as mmseg's ``PascalContextDataset59`` and PyTorch-Encoding read it.
+
+    Layout (mmseg's ``tools/dataset_converters/pascal_context.py`` output): ``VOC2010/JPEGImages/{id}.jpg``,
+    ``VOC2010/{label_dir}/{id}.png`` holding 0 (background) and 1..59, ids from
+    ``VOC2010/ImageSets/SegmentationContext/{split}.txt``. ``root`` is ``VOC2010``, ``VOCdevkit`` or the folder
+    holding ``VOCdevkit``; ``split`` is ``train`` or ``val`` (``training``/``validation`` accepted). Background is
+    ignored and ``v`` becomes class ``v - 1`` (mmseg's ``reduce_zero_label=True``; Encoding's ``mask - 1`` with
+    -1 ignored), so the classes are 0..58 (:data:`PCONTEXT_CLASSES`). ``reduce_zero_label=False`` is for labels
+    that are already 0..58 with ``ignore_index`` for background.
+    """
+    split = {"training": "train", "validation": "val"}.get(split, split)
+    root = Path(root)
+    candidates = (root, root / "VOC2010", root / "VOCdevkit" / "VOC2010")
+    for candidate in candidates:
+        if (candidate / "ImageSets" / "SegmentationContext").is_dir():
+            root = candidate
+            break
+    else:
+        voc2010 = next((c for c in candidates if (c / "JPEGImages").is_dir()), None)
+        if voc2010 is not None:
+            raise FileNotFoundError(f"Pascal Context: {voc2010} has JPEGImages but no ImageSets/SegmentationContext; "
+                                    f"{_PCONTEXT_CONVERTER}")
+        raise FileNotFoundError(f"Pascal Context: no ImageSets/SegmentationContext under {root} (tried "
+                                f"{', '.join(str(c) for c in candidates)}); expected VOCdevkit/VOC2010 with "
+                                f"JPEGImages, {label_dir} and ImageSets/SegmentationContext")
+    if not (root / label_dir).is_dir():
+        raise FileNotFoundError(f"Pascal Context: label folder {root / label_dir} does not exist; "
+                                f"{_PCONTEXT_CONVERTER}")
+    images, labels = _listed_pairs(root, root / "ImageSets" / "SegmentationContext", split, label_dir,
+                                   "Pascal Context")
+    if reduce_zero_label:
+        hint = ("Pascal Context 59-class label PNGs hold 0 (background, ignored) and 1..59; values above 59 look like "
+                "the raw 459-class labels (labels.txt ids): " + _PCONTEXT_CONVERTER + f". Labels that are already "
+                f"reduced (0..58 with {ignore_index} for background) need reduce_zero_label=False.")
+    else:
+        hint = (f"with reduce_zero_label=False the labels must already be 0..58 plus {ignore_index}; the converter's "
+                "PNGs (0 = background, 1..59) need reduce_zero_label=True.")
+    return SegmentationDataset(images, labels, 59, ignore_index=ignore_index,
+                               label_map=reduce_zero_label_map(ignore_index) if reduce_zero_label else None,
+                               transform=transform, class_names=PCONTEXT_CLASSES, label_hint=hint,
+                               name=f"Pascal Context {split}")
+
+
+def cityscapes_label_map(ignore_index: int = 255) -> Callable[[np.ndarray], np.ndarray]:
+    """Cityscapes label ids (0..33, -1 licence plate) -> train ids 0..18, every other id -> ``ignore_index``
+    (:data:`CITYSCAPES_TRAIN_IDS`). A value that is no label id raises :class:`ValueError`."""
+    lut = np.full(34, ignore_index, np.int64)
+    for label_id, train_id in CITYSCAPES_TRAIN_IDS.items():
+        if label_id >= 0 and train_id != 255:
+            lut[label_id] = train_id
+
+    def label_ids_to_train_ids(raw: np.ndarray) -> np.ndarray:
+        known = (raw >= 0) & (raw < lut.size)
+        unknown = np.unique(raw[~known & (raw != -1)])
+        if unknown.size:
+            shown = ", ".join(str(int(v)) for v in unknown[:12]) + (" ..." if unknown.size > 12 else "")
+            raise ValueError(f"value(s) {shown} are not Cityscapes label ids (0..33, -1 licence plate)")
+        out = np.full(raw.shape, ignore_index, np.int64)
+        out[known] = lut[raw[known]]
+        return out
+    return label_ids_to_train_ids
+
+
+_CITYSCAPES_LABEL_TYPES = ("auto", "labelTrainIds", "labelIds")
+
+
+def cityscapes(root: str | Path, split: str = "train", transform: Callable | None = None, labels: bool = True,
+               label_type: str = "auto") -> SegmentationDataset:
+    """Cityscapes (fine annotations), the 19 evaluated classes (:data:`CITYSCAPES_CLASSES`), ignore index 255.
+
+    Layout: ``leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png`` with ``gtFine/{split}/{city}/{stem}_gtFine_
+    labelTrainIds.png`` (train ids 0..18 + 255, written by cityscapesscripts' ``createTrainIdLabelImgs``) or
+    ``{stem}_gtFine_labelIds.png`` (label ids 0..33, mapped to train ids here; the ids outside the 19 are
+    ignored). ``root`` holds ``leftImg8bit`` and ``gtFine``, or holds a ``cityscapes`` folder that does.
+    ``label_type="auto"`` reads the train-id files when every image of the split has one, else the label-id files
+    (same classes either way); ``"labelTrainIds"`` / ``"labelIds"`` force one. ``split`` is ``train``, ``val`` or
+    ``test``; the test labels are withheld (``gtFine/test`` holds placeholders), so ``test`` needs
+    ``labels=False``: images only, for predictions.
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"Cityscapes split must be 'train', 'val' or 'test' (gtFine), got {split!r}")
+    if label_type not in _CITYSCAPES_LABEL_TYPES:
+        raise ValueError(f"Cityscapes label_type must be one of {', '.join(_CITYSCAPES_LABEL_TYPES)}, "
+                         f"got {label_type!r}")
+    if split == "test" and labels:
+        raise ValueError("Cityscapes test labels are withheld (gtFine/test holds placeholder maps with no classes): "
+                         "evaluate on 'val', or pass labels=False for the test images alone")
+    root = Path(root)
+    if not (root / "leftImg8bit").is_dir() and (root / "cityscapes" / "leftImg8bit").is_dir():
+        root = root / "cityscapes"
+    if not (root / "leftImg8bit").is_dir():
+        raise FileNotFoundError(f"Cityscapes: {root} has no leftImg8bit/ folder; expected the Cityscapes layout "
+                                "leftImg8bit/{train,val,test}/CITY/*_leftImg8bit.png + "
+                                "gtFine/{train,val,test}/CITY/*_gtFine_labelIds.png")
+    name = f"Cityscapes {split}"
+    image_dir = root / "leftImg8bit" / split
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"{name}: image folder {image_dir} does not exist")
+    images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
+    if not images:
+        raise ValueError(f"{name}: no CITY/*_leftImg8bit.png images in {image_dir}")
+    if not labels:
+        return SegmentationDataset(images, None, 19, ignore_index=255, transform=transform,
+                                   class_names=CITYSCAPES_CLASSES, name=name)
+    label_dir = root / "gtFine" / split
+    if not label_dir.is_dir():
+        raise FileNotFoundError(f"{name}: label folder {label_dir} does not exist; unpack gtFine_trainvaltest.zip "
+                                f"into {root}")
+    stems = [label_dir / p.parent.name / p.name[: -len("_leftImg8bit.png")] for p in images]
+    train_id_files = [Path(f"{s}_gtFine_labelTrainIds.png") for s in stems]
+    if label_type == "auto":
+        label_type = "labelTrainIds" if all(p.is_file() for p in train_id_files) else "labelIds"
+    label_files = train_id_files if label_type == "labelTrainIds" else [Path(f"{s}_gtFine_labelIds.png") for s in stems]
+    missing = [(image, label) for image, label in zip(images, label_files) if not label.is_file()]
+    if missing:
+        also = " (nor a _gtFine_labelTrainIds.png)" if label_files is not train_id_files else ""
+        raise FileNotFoundError(f"{name}: {len(missing)} of {len(images)} images have no _gtFine_{label_type}.png "
+                                f"label{also}, e.g. {missing[0][1]} for {missing[0][0]}")
+    if label_type == "labelTrainIds":
+        hint = ("Cityscapes *_gtFine_labelTrainIds.png (cityscapesscripts' createTrainIdLabelImgs) hold train ids "
+                "0..18 and 255; for label ids (0..33) pass label_type='labelIds'.")
+    else:
+        hint = ("Cityscapes *_gtFine_labelIds.png hold label ids 0..33; colour (*_color.png) or instance "
+                "(*_instanceIds.png) maps are not label ids.")
+    return SegmentationDataset(images, label_files, 19, ignore_index=255,
+                               label_map=cityscapes_label_map(255) if label_type == "labelIds" else None,
+                               transform=transform, class_names=CITYSCAPES_CLASSES, label_hint=hint, name=name)
 
 
 def folder(root: str | Path, split: str = "train", transform: Callable | None = None, num_classes: int = 0,
@@ -493,6 +682,7 @@ def folder(root: str | Path, split: str = "train", transform: Callable | None = 
 
 # (builder, default training split, default validation split)
 DATASETS = {"ade20k": (ade20k, "training", "validation"), "voc": (voc, "train", "val"),
+            "pcontext": (pcontext, "train", "val"), "cityscapes": (cityscapes, "train", "val"),
             "folder": (folder, "train", "val")}
 
 

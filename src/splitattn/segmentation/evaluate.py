@@ -16,8 +16,10 @@ from .metrics import ConfusionMatrix, predict_logits
 @torch.no_grad()
 def evaluate_segmenter(model: nn.Module, dataset, device: torch.device, scales: Sequence[float] = (1.0,),
                        flip: bool = False, crop_size: int | None = None, base_size: int | None = None,
-                       amp: str = "none", rank: int = 0, world: int = 1, progress: bool = True) -> dict[str, float]:
-    """``{"pixAcc", "mIoU", "mAcc", "IoU/<class>"…}`` (0..1) over ``dataset`` (image [0,1] CHW, label HW pairs)."""
+                       amp: str = "none", rank: int = 0, world: int = 1, progress: bool = True,
+                       **predict_options) -> dict[str, float]:
+    """``{"pixAcc", "mIoU", "mAcc", "IoU/<class>"…}`` (0..1) over ``dataset`` (image [0,1] CHW, label HW pairs).
+    ``predict_options`` go to :func:`~.metrics.predict_logits` (``resize_side``, ``combine``, ``fit``, …)."""
     model.eval()
     matrix = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
     indices = range(rank, len(dataset), world)
@@ -25,7 +27,7 @@ def evaluate_segmenter(model: nn.Module, dataset, device: torch.device, scales: 
         image, label = dataset[index]
         with autocast(device, amp):
             logits = predict_logits(model, image.to(device), dataset.num_classes, scales=scales, flip=flip,
-                                    crop_size=crop_size, base_size=base_size)
+                                    crop_size=crop_size, base_size=base_size, **predict_options)
         matrix.update(logits.argmax(0).cpu(), label)
     matrix.all_reduce()
     summary = matrix.summary(getattr(dataset, "class_names", None))

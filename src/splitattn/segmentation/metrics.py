@@ -176,7 +176,11 @@ def _pad(x: torch.Tensor, height: int, width: int, value: torch.Tensor) -> torch
     return out
 
 
-def _scaled_size(h: int, w: int, scale: float, base_size: int | None, resize_side: str) -> tuple[int, int]:
+def _scaled_size(h: int, w: int, scale: float, base_size: int | None, resize_side: str,
+                 fit: tuple[int, int] | None = None) -> tuple[int, int]:
+    if fit is not None:  # mmcv's keep-ratio rescale: the largest size with long <= fit[0] and short <= fit[1]
+        factor = min(max(fit) / max(h, w), min(fit) / min(h, w)) * scale
+        return max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))
     if base_size is None:
         return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
     target = int(math.ceil(base_size * scale))
@@ -195,7 +199,8 @@ def _scaled_size(h: int, w: int, scale: float, base_size: int | None, resize_sid
 def predict_logits(model: Callable, image: torch.Tensor, num_classes: int, scales: Sequence[float] = (1.0,),
                    flip: bool = False, crop_size: int | tuple[int, int] | None = None, stride_ratio: float = 2 / 3,
                    base_size: int | None = None, resize_side: str = "long", combine: str = "logits",
-                   pad_value: float | Sequence[float] = 0.0, align_corners: bool = True) -> torch.Tensor:
+                   pad_value: float | Sequence[float] = 0.0, align_corners: bool = True,
+                   fit: tuple[int, int] | None = None) -> torch.Tensor:
     """Multi-scale (+ flip, + sliding-window) prediction for one image -> float ``(num_classes, H, W)``.
 
     ``model`` maps ``(N, 3, h, w)`` to logits ``(N, C, h', w')`` (a tensor, a ``{"out": ...}`` dict as in
@@ -204,7 +209,9 @@ def predict_logits(model: Callable, image: torch.Tensor, num_classes: int, scale
     expects; ``pad_value`` (a scalar or one value per channel) fills window padding — 0 is black for
     ``[0, 1]`` images; use ``-mean / std`` for normalised ones (PyTorch-Encoding's choice).
     Scaling: ``base_size`` given -> the ``resize_side`` ("long" as in PyTorch-Encoding's
-    MultiEvalModule, or "short") becomes ``ceil(base_size * scale)``; else both sides times ``scale``.
+    MultiEvalModule, or "short") becomes ``ceil(base_size * scale)``; ``fit=(long, short)`` first rescales the
+    image to the largest size within those limits, keeping its aspect ratio (mmseg's test ``Resize``); else both
+    sides times ``scale``. ``align_corners`` applies to every resize (False for mmseg's models).
     ``combine``: "logits" (mean of logits), "softmax" (mean of probabilities) or "encoding" (PyTorch-Encoding's
     score: the sum over scales of ``exp(logits + flipped logits)``; see the module docstring). The model's
     train/eval mode is left as it is (call ``model.eval()`` first).
@@ -262,7 +269,7 @@ def predict_logits(model: Callable, image: torch.Tensor, num_classes: int, scale
 
     total = None
     for scale in scales:
-        size = _scaled_size(height, width, float(scale), base_size, resize_side)
+        size = _scaled_size(height, width, float(scale), base_size, resize_side, fit)
         scaled = _resize(image, size, align_corners)
         score = _resize(windows(scaled), (height, width), align_corners)
         total = score if total is None else total + score
