@@ -46,7 +46,17 @@ def build_encoding(kind: str, backbone: str = "resnest50", num_classes: int = 15
     torch.manual_seed(seed)
     model = encoding.models.get_segmentation_model(MODEL_OF[kind], dataset=DATASET_OF[num_classes],
                                                    backbone=backbone, aux=True)
-    return randomize(model, seed).eval()
+    return spread_classifiers(randomize(model, seed), num_classes, seed).eval()
+
+
+def spread_classifiers(model: torch.nn.Module, num_classes: int, seed: int = 0) -> torch.nn.Module:
+    """The 1×1 classifiers at std 0.05 (default init gives near-equal logits: one class wins everywhere)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels == num_classes:
+                module.weight.normal_(0, 0.05, generator=g)
+    return model
 
 
 def encoding_multi_eval(model, normalised: torch.Tensor, scales, flip: bool = True) -> torch.Tensor:
@@ -68,4 +78,4 @@ def encoding_multi_eval(model, normalised: torch.Tensor, scales, flip: bool = Tr
         torch.Tensor.cuda = original_cuda
 
 
-__all__ = ["build_encoding", "encoding_multi_eval", "require_encoding"]
+__all__ = ["build_encoding", "encoding_multi_eval", "require_encoding", "spread_classifiers"]

@@ -53,6 +53,7 @@ def build_mmseg(kind: str, dataset: str = "ade20k", seed: int = 0, depth: int | 
     from mmseg.utils import register_all_modules
 
     from tests.oracles.detectron2_models import randomize
+    from tests.oracles.encoding_models import spread_classifiers
 
     register_all_modules()
     cfg = mmseg_config(kind, dataset)
@@ -64,7 +65,7 @@ def build_mmseg(kind: str, dataset: str = "ade20k", seed: int = 0, depth: int | 
         model_cfg["backbone"]["stem_channels"] = 64 if depth == 50 else 128
     torch.manual_seed(seed)
     model = MODELS.build(model_cfg)
-    return randomize(model, seed).eval(), cfg
+    return spread_classifiers(randomize(model, seed), cfg.model.decode_head.num_classes, seed).eval(), cfg
 
 
 def mmseg_logits(model, image01: torch.Tensor) -> torch.Tensor:

@@ -36,14 +36,54 @@ def _scales(text: str) -> list[float]:
     return scales
 
 
+def _check_source(args: argparse.Namespace, parser_name: str) -> None:
+    if bool(args.checkpoint) == bool(args.pretrained):
+        raise ValueError(f"segment {parser_name} needs one of --checkpoint (a training run's checkpoint) or "
+                         "--pretrained NAME (see `splitattn list --task segment`)")
+
+
+def _load_pretrained(name: str, device):
+    from .data import DATASET_CLASSES
+    from .models import create_segmenter
+
+    model = create_segmenter(pretrained=name).to(device).eval()
+    return model, DATASET_CLASSES[model.zoo_row.dataset]
+
+
+def _cmd_eval_pretrained(args: argparse.Namespace, device) -> None:
+    from .data import DATASETS
+    from .evaluate import evaluate_segmenter
+
+    if not args.root:
+        raise ValueError("segment eval --pretrained needs --root (the dataset folder)")
+    model, _ = _load_pretrained(args.pretrained, device)
+    row = model.zoo_row
+    builder, _, val_split = DATASETS[row.dataset]
+    dataset = builder(args.root, args.split or val_split)
+    protocol = dict(row.eval_options)
+    if args.scales:
+        protocol["scales"] = args.scales
+    if args.flip is not None:
+        protocol["flip"] = args.flip
+    metrics = evaluate_segmenter(model, dataset, device, **protocol)
+    print(f"{row.name} on {row.dataset} {args.split or val_split}: pixAcc {metrics['pixAcc']:.4f}  "
+          f"mIoU {metrics['mIoU']:.4f}  (published: mIoU {row.mean_iou:.2f}%; {row.eval_protocol})")
+    write_json(args.json, {"pretrained": row.name, "protocol": {k: list(v) if isinstance(v, tuple) else v
+                                                               for k, v in protocol.items()}, **metrics})
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .config import segment_config_from_dict
     from .data import build_segmentation_data
     from .evaluate import evaluate_segmenter
     from .task import load_segmenter_checkpoint
 
+    _check_source(args, "eval")
     apply_max_pixels(args)
     device = device_of(args)
+    if args.pretrained:
+        _cmd_eval_pretrained(args, device)
+        return
     model, ckpt = load_segmenter_checkpoint(args.checkpoint, device, verb="eval")
     cfg = segment_config_from_dict(ckpt["config"])
     if args.root:
@@ -55,10 +95,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         raise ValueError(f"the dataset has {dataset.num_classes} classes, the checkpoint "
                          f"{ckpt['meta']['num_classes']}: evaluate on the dataset it was trained for")
     scales = args.scales or cfg.eval.scales
-    metrics = evaluate_segmenter(model, dataset, device, scales=scales, flip=args.flip,
+    metrics = evaluate_segmenter(model, dataset, device, scales=scales, flip=bool(args.flip),
                                  crop_size=cfg.eval.window(cfg.data), base_size=cfg.data.base_size)
-    print(f"pixAcc {metrics['pixAcc']:.4f}  mIoU {metrics['mIoU']:.4f}  (scales {list(scales)}, flip {args.flip})")
-    write_json(args.json, {"checkpoint": args.checkpoint, "scales": list(scales), "flip": args.flip, **metrics})
+    print(f"pixAcc {metrics['pixAcc']:.4f}  mIoU {metrics['mIoU']:.4f}  (scales {list(scales)}, "
+          f"flip {bool(args.flip)})")
+    write_json(args.json, {"checkpoint": args.checkpoint, "scales": list(scales), "flip": bool(args.flip),
+                           **metrics})
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -69,10 +111,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from .task import load_segmenter_checkpoint
     from .visualize import overlay, predict_labels
 
+    _check_source(args, "predict")
     apply_max_pixels(args)
     device = device_of(args)
-    model, ckpt = load_segmenter_checkpoint(args.checkpoint, device, verb="predict")
-    names = ckpt["meta"]["class_names"]
+    if args.pretrained:
+        model, names = _load_pretrained(args.pretrained, device)
+    else:
+        model, ckpt = load_segmenter_checkpoint(args.checkpoint, device, verb="predict")
+        names = ckpt["meta"]["class_names"]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in args.images:
@@ -89,20 +135,25 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def add_commands(sub) -> None:
     add_train_parser(sub, "configs/segmentation/ade20k_deeplabv3_resnest50.yaml", _cmd_train)
 
-    p = sub.add_parser("eval", help="pixAcc and mIoU of a checkpoint (multi-scale + flip on request)")
-    p.add_argument("--checkpoint", required=True, help="runs/…/checkpoints/last.pth")
-    p.add_argument("--root", help="dataset root (default: the checkpoint's)")
-    p.add_argument("--split", help="split (default: the checkpoint's validation split)")
+    p = sub.add_parser("eval", help="pixAcc and mIoU of a checkpoint or a released model (multi-scale + flip on "
+                                    "request)")
+    p.add_argument("--checkpoint", help="runs/…/checkpoints/last.pth")
+    p.add_argument("--pretrained", help="a released segmenter (splitattn list --task segment), evaluated with its "
+                                        "published protocol")
+    p.add_argument("--root", help="dataset root (default: the checkpoint's; required with --pretrained)")
+    p.add_argument("--split", help="split (default: the checkpoint's / the dataset's validation split)")
     p.add_argument("--scales", type=_scales, help="comma-separated, e.g. 0.5,0.75,1,1.25,1.5,1.75 (default: the "
-                                                  "config's)")
-    p.add_argument("--flip", action="store_true", help="also average the horizontally flipped prediction")
+                                                  "config's / the published protocol's)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="also average the horizontally flipped prediction (default: off / the published protocol's)")
     p.add_argument("--json", help="write the metrics here")
     add_device_argument(p)
     add_max_pixels_argument(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="segment images and write colour overlay PNGs")
-    p.add_argument("--checkpoint", required=True, help="runs/…/checkpoints/last.pth")
+    p.add_argument("--checkpoint", help="runs/…/checkpoints/last.pth")
+    p.add_argument("--pretrained", help="a released segmenter (splitattn list --task segment)")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out-dir", default="predictions", help="where the overlays go (default ./predictions)")
     add_device_argument(p)

@@ -681,6 +681,10 @@ def folder(root: str | Path, split: str = "train", transform: Callable | None = 
 
 
 # (builder, default training split, default validation split)
+# class names of the datasets the released segmenters were trained on
+DATASET_CLASSES = {"ade20k": ADE20K_CLASSES, "pcontext": PCONTEXT_CLASSES, "cityscapes": CITYSCAPES_CLASSES,
+                   "voc": VOC_CLASSES}
+
 DATASETS = {"ade20k": (ade20k, "training", "validation"), "voc": (voc, "train", "val"),
             "pcontext": (pcontext, "train", "val"), "cityscapes": (cityscapes, "train", "val"),
             "folder": (folder, "train", "val")}
