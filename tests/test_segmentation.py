@@ -95,7 +95,11 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="output_stride"):
         create_segmenter("deeplabv3", "resnest14", output_stride=32)
     with pytest.raises(ValueError, match="deeplabv3plus"):
+        create_segmenter("unet")
+    with pytest.raises(ValueError, match="flavour='mmseg'"):
         create_segmenter("pspnet")
+    with pytest.raises(ValueError, match="unknown flavour"):
+        create_segmenter("fcn", flavour="gluoncv")
     with pytest.raises(ValueError, match="head_channels"):
         create_segmenter("deeplabv3", "resnest14", head_channels=0)
     with pytest.raises(ValueError, match="atrous_rates"):

@@ -147,3 +147,41 @@ def test_list_task_segment(capsys):
     assert main(["list", "--task", "segment"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in SEGMENTATION_ZOO) and "48.36" in out and "80.51" in out
+
+
+def test_segment_eval_and_predict_with_a_pretrained_row(server, home, monkeypatch, tmp_path, capsys):
+    """The CLI end to end on a real Pascal Context-layout photo: the row's file is served (as Encoding's zip), the
+    released architecture is built at full size, loaded strictly and evaluated / run on the photo."""
+    from tests.test_segmentation_data import _write_pcontext, load_voc_photo
+
+    row = SEGMENTATION_ZOO["fcn_resnest50_pcontext_encoding"]
+    oracle = build_encoding("fcn", "resnest50", 59)
+    pth = tmp_path / row.filename
+    torch.save(oracle.state_dict(), pth)
+    with zipfile.ZipFile(f"{server.root}/{row.archive}", "w", zipfile.ZIP_STORED) as zf:
+        zf.write(pth, row.filename)
+    served = dataclasses.replace(row, urls=(f"{server.url}/{row.archive}",),
+                                 sha1=hashlib.sha1(pth.read_bytes()).hexdigest())
+    monkeypatch.setattr(segmentation_zoo, "SEGMENTATION_ZOO", {row.name: served})
+    data = load_voc_photo()
+    import numpy as np
+
+    rgb = np.ascontiguousarray(np.asarray(data["rgb"], np.uint8)[:160, :200])
+    label = np.ascontiguousarray(np.asarray(data["class_label"], np.uint8)[:160, :200])
+    voc2010 = tmp_path / "VOCdevkit" / "VOC2010"
+    _write_pcontext(voc2010, rgb, label)
+    report = tmp_path / "eval.json"
+    assert main(["segment", "eval", "--pretrained", row.name, "--root", str(tmp_path), "--scales", "1",
+                 "--no-flip", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert f"{row.name} on pcontext val: pixAcc" in out and "published: mIoU 51.98%" in out
+    import json
+
+    record = json.loads(report.read_text())
+    assert record["protocol"]["scales"] == [1.0] and record["protocol"]["combine"] == "encoding"
+    assert 0 <= record["pixAcc"] <= 1 and record["protocol"]["crop_size"] == 480
+    assert main(["segment", "predict", "--pretrained", row.name, str(voc2010 / "JPEGImages" / "2008_000002.jpg"),
+                 "--out-dir", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "2008_000002_segmentation.png").is_file()
+    assert main(["segment", "predict", "--pretrained", row.name, "--checkpoint", "x.pth", "a.jpg"]) == 2
+    assert "needs one of --checkpoint" in capsys.readouterr().err
