@@ -185,3 +185,18 @@ def test_segment_eval_and_predict_with_a_pretrained_row(server, home, monkeypatc
     assert (tmp_path / "pred" / "2008_000002_segmentation.png").is_file()
     assert main(["segment", "predict", "--pretrained", row.name, "--checkpoint", "x.pth", "a.jpg"]) == 2
     assert "needs one of --checkpoint" in capsys.readouterr().err
+
+
+def test_files_without_bn_counters_load_and_missing_weights_do_not(tmp_path):
+    ours = _small_state("encoding")
+    old_style = tmp_path / "no_counters.pth"
+    torch.save({k: v for k, v in ours.items() if not k.endswith("num_batches_tracked")}, old_style)
+    model = create_segmenter("fcn", "resnest50", 59, pretrained=str(old_style), base_planes=8, stem_width=8,
+                             progress=False)
+    assert any("num_batches_tracked" in note for note in model.notes)
+    assert all(torch.equal(v, ours[k]) for k, v in model.state_dict().items() if not k.endswith("tracked"))
+    broken = tmp_path / "broken.pth"
+    torch.save({k: v for k, v in ours.items() if k != "head.4.weight"}, broken)
+    with pytest.raises(CheckpointError, match="does not fit a fcn .* Missing key.*head.4.weight"):
+        create_segmenter("fcn", "resnest50", 59, pretrained=str(broken), base_planes=8, stem_width=8,
+                         progress=False)

@@ -97,16 +97,20 @@ def load_pretrained(model: nn.Module, row: SegmentationCheckpointRow, progress: 
         state, notes = convert(read_checkpoint_file(path))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    _load_strict(model, state, path, f"the {row.name} architecture")
-    return notes
+    return notes + _load_strict(model, state, path, f"the {row.name} architecture")
 
 
-def _load_strict(model: nn.Module, state: dict, path, architecture: str) -> None:
+def _load_strict(model: nn.Module, state: dict, path, architecture: str) -> list[str]:
+    """``strict=True``; BN ``num_batches_tracked`` counters (absent from files saved by old PyTorch, unused at
+    inference) are the only keys filled in, with a note."""
+    counters = [k for k in model.state_dict() if k.endswith("num_batches_tracked") and k not in state]
+    state = {**state, **{k: model.state_dict()[k].new_zeros(()) for k in counters}}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = " ".join(line.strip() for line in str(err).split("\n")[:3])
         raise CheckpointError(f"{path} does not fit {architecture}: {first}") from None
+    return [f"the file has no BN num_batches_tracked counters: set {len(counters)} to 0"] if counters else []
 
 
 def build_pretrained(source: str, progress: bool = True, **kwargs) -> nn.Module:
@@ -134,9 +138,9 @@ def build_pretrained(source: str, progress: bool = True, **kwargs) -> nn.Module:
         raise ValueError(f"{path} holds a {flavour}-flavour segmenter, not {kwargs['flavour']!r}: drop flavour=")
     kwargs["flavour"] = flavour
     model = create_segmenter(progress=progress, **kwargs)
-    _load_strict(model, state, path, f"a {model.kind} on {kwargs.get('backbone', _DEFAULTS['backbone'])} with "
-                 f"{model.num_classes} classes ({flavour} flavour)")
-    model.notes = notes
+    model.notes = notes + _load_strict(model, state, path, f"a {model.kind} on "
+                                       f"{kwargs.get('backbone', _DEFAULTS['backbone'])} with {model.num_classes} "
+                                       f"classes ({flavour} flavour)")
     return model
 
 
