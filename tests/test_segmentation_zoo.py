@@ -185,6 +185,8 @@ def test_segment_eval_and_predict_with_a_pretrained_row(server, home, monkeypatc
     assert (tmp_path / "pred" / "2008_000002_segmentation.png").is_file()
     assert main(["segment", "predict", "--pretrained", row.name, "--checkpoint", "x.pth", "a.jpg"]) == 2
     assert "needs one of --checkpoint" in capsys.readouterr().err
+    assert main(["segment", "predict", "--pretrained", "model.pth", "a.jpg"]) == 2
+    assert "unknown segmentation checkpoint 'model.pth'" in capsys.readouterr().err
 
 
 def test_files_without_bn_counters_load_and_missing_weights_do_not(tmp_path):

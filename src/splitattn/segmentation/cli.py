@@ -45,7 +45,9 @@ def _check_source(args: argparse.Namespace, parser_name: str) -> None:
 def _load_pretrained(name: str, device):
     from .data import DATASET_CLASSES
     from .models import create_segmenter
+    from .zoo import get_segmentation_entry
 
+    get_segmentation_entry(name)  # a zoo name (a file needs KIND / BACKBONE: use the Python API); names the fix
     model = create_segmenter(pretrained=name).to(device).eval()
     return model, DATASET_CLASSES[model.zoo_row.dataset]
 
