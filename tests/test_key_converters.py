@@ -193,9 +193,13 @@ def test_unknown_layouts_and_keys_are_clear_errors():
         from_official({"conv1.0.weight": t}, "auto")
     with pytest.raises(ValueError, match=r"not official.*layer1\.0\.se\.fc\.weight"):
         from_official({"conv1.0.weight": t, "layer1.0.se.fc.weight": t}, "mmdet")
-    # deformable-conv blocks cannot be represented: an error, not a silent drop
-    with pytest.raises(ValueError, match=r"res3\.0\.conv2_offset\.weight.*DCN"):
-        to_official({"stem.conv1_1.weight": t, "res3.0.conv2_offset.weight": t})
+    # the plug-in's deformable convs map; mmcv's DCN packs cannot be represented: an error, not a silent drop
+    mapped, _ = to_official({"stem.conv1_1.weight": t, "res3.0.conv2_offset.weight": t})
+    assert mapped["layer2.0.conv2_offset.weight"] is t
+    with pytest.raises(ValueError, match=r"layer2\.0\.conv2\.conv\.conv_offset\.weight.*mmcv's DCN"):
+        to_official({"stem.0.weight": t, "layer2.0.conv2.conv.conv_offset.weight": t})
+    with pytest.raises(ValueError, match=r"not official.*layer2\.0\.conv2_offset\.weight"):
+        from_official({"conv1.0.weight": t, "layer2.0.conv2_offset.weight": t}, "mmdet")
     # a layout forced by hand that does not fit
     with pytest.raises(ValueError, match="no official counterpart in the mmdet layout"):
         to_official({"stem.conv1_1.weight": t, "res2.0.conv1.weight": t}, source="mmdet")

@@ -23,6 +23,8 @@ CONFIG_OF = {
     "cascade_rcnn": "COCO-Detection/faster_cascade_rcnn_ResNeSt_50_FPN_syncbn_range-scale-1x.yaml",
     "mask_rcnn": "COCO-InstanceSegmentation/mask_rcnn_ResNeSt_50_FPN_syncBN_1x.yaml",
     "cascade_mask_rcnn": "COCO-InstanceSegmentation/mask_cascade_rcnn_ResNeSt_50_FPN_syncBN_1x.yaml",
+    # the DCN row: modulated DCNv2 on res3-res5, 2 deformable groups (the op is CUDA-only: tests swap it)
+    "faster_rcnn_dcn": "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.yaml",
 }
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .deform_conv import DeformConv2d
 from .memory_efficient import split_attention_train, supports_memory_efficient
 
 
@@ -114,7 +115,11 @@ class SplitAttention(nn.Module):
         if not torch.jit.is_scripting():  # noqa: SIM102  (TorchScript prunes only a bare is_scripting() test)
             if self.memory_efficient and self.training and supports_memory_efficient(self):
                 return self._forward_lean(x)
-        x = self.act0(self.bn0(self.conv(x)))
+        return self.attend(self.conv(x))
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything after the split conv: bn0, ReLU, pooling, attention and the weighted sum of the splits."""
+        x = self.act0(self.bn0(x))
         batch = x.shape[0]
         splits = x.reshape(batch, self.radix, self.channels, x.shape[2], x.shape[3])  # a view: radix-major
         if self.radix > 1:
@@ -132,3 +137,24 @@ class SplitAttention(nn.Module):
                     return torch.einsum("brchw,brc->bchw", splits, attn.reshape(batch, self.radix, self.channels))
             return (splits * attn.reshape(batch, self.radix, self.channels, 1, 1)).sum(1)
         return x * attn.reshape(batch, self.channels, 1, 1)
+
+
+class DeformSplitAttention(SplitAttention):
+    """Split attention whose k×k conv is deformable (the official detectron2 plug-in's ``SplAtConv2d_dcn``).
+
+    ``forward(x, offset_mask)`` takes the block's offset prediction (its ``conv2_offset`` output); the weights
+    keep the plain module's keys (``conv.weight``, ``bn0``, ``fc1``, ...), so ImageNet checkpoints load.
+    """
+
+    def __init__(self, in_channels: int, channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int | None = None, dilation: int = 1, cardinality: int = 1, radix: int = 2,
+                 deform_groups: int = 1, deform_modulated: bool = True, **kwargs):
+        kwargs["memory_efficient"] = False  # the lean path runs the plain conv itself
+        super().__init__(in_channels, channels, kernel_size, stride, padding, dilation, cardinality, radix, **kwargs)
+        plain = self.conv
+        self.conv = DeformConv2d(in_channels, channels * radix, kernel_size, stride, plain.padding[0], dilation,
+                                 groups=cardinality * radix, deform_groups=deform_groups,
+                                 modulated=deform_modulated, bias=plain.bias is not None)
+
+    def forward(self, x: torch.Tensor, offset_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.attend(self.conv(x, offset_mask))

@@ -79,6 +79,7 @@ layerL.B.bn3.*                          res{L+1}.B.conv3.norm.*           layerL
 layerL.B.downsample.1.weight            res{L+1}.B.shortcut.weight        layerL.B.downsample.1.weight
 layerL.B.downsample.2.*                 res{L+1}.B.shortcut.norm.*        layerL.B.downsample.2.*
 fc.weight/bias                          linear.weight/bias                head.fc.weight/bias
+layerL.B.conv2_offset.weight/bias (DCN) res{L+1}.B.conv2_offset.*         (none: mmcv packs differ)
 ======================================  ================================  ==============================
 
 mmpretrain uses the mmdet names except in these rows:
@@ -99,8 +100,11 @@ layerL.0.downsample.2.*                 layerL.0.downsample.2.* (strided block: 
 fc.weight/bias                          head.fc.weight/bias (outside the ``backbone.`` prefix)
 ======================================  ==============================================================
 
-Not representable (a clear error, never a silent drop): deformable-conv blocks (d2 ``conv2_offset``,
-mmdet ``conv2.conv.conv_offset``), mmdet plugins, GroupNorm-named (``gn1``) mmdet backbones, 7×7-stem
+Deformable-conv blocks (``deform_stages``) keep the plug-in's ``conv2_offset`` name; their 3×3 weight keeps the
+plain key (``conv2.conv.weight``, ``conv2.weight`` for radix 0).
+
+Not representable (a clear error, never a silent drop): mmcv / mmdet deformable convs (``conv2.conv.conv_offset``:
+an ungrouped offset conv inside the conv), mmdet plugins, GroupNorm-named (``gn1``) mmdet backbones, 7×7-stem
 ResNets. Detectron2 ``.pkl`` files (pickled numpy, often Caffe2 names) must be turned into ``.pth`` first.
 """
 
@@ -143,7 +147,10 @@ _ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("layer{s}.{b}.downsample.1.weight", "res{r}.{b}.shortcut.weight", "layer{s}.{b}.downsample.1.weight"),
     ("layer{s}.{b}.downsample.2.{bn}", "res{r}.{b}.shortcut.norm.{bn}", "layer{s}.{b}.downsample.2.{bn}"),
     ("fc.{wb}", "linear.{wb}", "head.fc.{wb}"),
-))
+)) + (
+    # DCN blocks: the official detectron2 plug-in's offset conv (mmcv's DCN packs differ in shape: not mapped)
+    ("layer{s}.{b}.conv2_offset.{wb}", "res{r}.{b}.conv2_offset.{wb}", None, None),
+)
 
 # mmpretrain ResNeSt/ResNetV1d default strides=(1, 2, 2, 2): only layer1's first block has a stride-1 shortcut,
 # which mmpretrain's ResLayer builds without the AvgPool2d.
@@ -159,7 +166,9 @@ _FIELDS = {
 }
 
 
-def _compile(template: str) -> re.Pattern[str]:
+def _compile(template: str | None) -> re.Pattern[str]:
+    if template is None:  # a tensor family the layout does not have
+        return re.compile(r"(?!)")
     parts = re.split(r"\{(\w+)\}", template)  # literal, field, literal, field, ...
     return re.compile("".join(_FIELDS[p] if i % 2 else re.escape(p) for i, p in enumerate(parts)) + r"\Z")
 
@@ -180,7 +189,7 @@ def _rename(key: str, source: str, target: str) -> str | None:
                 fields["s"] = str(int(fields["r"]) - 1)
             elif "s" in fields:
                 fields["r"] = str(int(fields["s"]) + 1)
-            return template.format(**fields)
+            return None if template is None else template.format(**fields)
     return None
 
 
@@ -303,7 +312,9 @@ def _unmappable_hint(keys: list[str], layout: str) -> str:
         return (" A tensor at downsample.0 is mmpretrain's stride-1 shortcut (use source='mmpretrain') or a "
                 "shortcut without avg-down (plain ResNet / ResNetV1c), which splitattn models do not have.")
     if any("offset" in k for k in keys):
-        return " Deformable-conv (DCN) blocks have no counterpart in splitattn models."
+        return (" Only the official detectron2 plug-in's deformable convs (resN.B.conv2_offset) map to splitattn "
+                "(create_model(..., deform_stages=(2, 3, 4), deform_groups=2)); mmcv's DCN packs "
+                "(conv_offset inside conv2) do not.")
     if any(re.search(r"\.gn\d", k) for k in keys):
         return " GroupNorm-named (gn*) mmdet backbones are not supported."
     return ""

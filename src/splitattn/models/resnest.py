@@ -21,7 +21,17 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..layers import DropBlock2D, SplitAttention, SyncBatchNorm, get_norm_layer, needs_two_samples, pooled_norm_layer
+from ..layers import (
+    DeformConv2d,
+    DeformSplitAttention,
+    DropBlock2D,
+    SplitAttention,
+    SyncBatchNorm,
+    get_norm_layer,
+    needs_two_samples,
+    offset_conv,
+    pooled_norm_layer,
+)
 from ..layers.norm import NormLayer
 
 EXPANSION = 4
@@ -70,6 +80,8 @@ class Bottleneck(nn.Module):
         dilation: int = 1,
         is_first: bool = False,
         avd_dilated: bool = True,
+        deform_groups: int = 0,
+        deform_modulated: bool = True,
         drop_block: bool = False,
         drop_block_prob: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
@@ -89,16 +101,22 @@ class Bottleneck(nn.Module):
         self.drop_block1 = _drop_block_or_identity(drop_block, drop_block_prob)
         self.act1 = act_layer(inplace=True)
         self.avd_pre = avd_pool if use_avd and avd_first else nn.Identity()
+        # DCN (the official detectron2 plug-in's DeformBottleneckBlock): offsets predicted from the 3×3's input
+        self.conv2_offset = (offset_conv(group_width, 3, conv2_stride, dilation, deform_groups, deform_modulated)
+                             if deform_groups else None)
+        deform = dict(deform_groups=deform_groups, deform_modulated=deform_modulated) if deform_groups else {}
         if radix >= 1:
-            self.conv2 = SplitAttention(group_width, group_width, 3, conv2_stride, dilation, dilation,
-                                        cardinality=cardinality, radix=radix,
-                                        norm_layer=norm_layer, act_layer=act_layer,
-                                        attn_norm_layer=attn_norm_layer, memory_efficient=memory_efficient)
+            self.conv2 = (DeformSplitAttention if deform_groups else SplitAttention)(
+                group_width, group_width, 3, conv2_stride, dilation, dilation, cardinality=cardinality, radix=radix,
+                norm_layer=norm_layer, act_layer=act_layer, attn_norm_layer=attn_norm_layer,
+                memory_efficient=memory_efficient, **deform)
             self.bn2 = nn.Identity()
             self.act2 = nn.Identity()
         else:
-            self.conv2 = nn.Conv2d(group_width, group_width, 3, conv2_stride, dilation, dilation,
-                                   groups=cardinality, bias=False)
+            self.conv2 = (DeformConv2d(group_width, group_width, 3, conv2_stride, dilation, dilation, cardinality,
+                                       deform_groups, deform_modulated) if deform_groups else
+                          nn.Conv2d(group_width, group_width, 3, conv2_stride, dilation, dilation,
+                                    groups=cardinality, bias=False))
             self.bn2 = norm_layer(group_width)
             self.act2 = act_layer(inplace=True)
         self.drop_block2 = _drop_block_or_identity(drop_block, drop_block_prob)
@@ -113,7 +131,11 @@ class Bottleneck(nn.Module):
         shortcut = self.downsample(x)
         out = self.act1(self.drop_block1(self.bn1(self.conv1(x))))
         out = self.avd_pre(out)
-        out = self.act2(self.drop_block2(self.bn2(self.conv2(out))))
+        if self.conv2_offset is None:
+            out = self.conv2(out)
+        else:
+            out = self.conv2(out, self.conv2_offset(out))
+        out = self.act2(self.drop_block2(self.bn2(out)))
         out = self.avd_post(out)
         out = self.drop_block3(self.bn3(self.conv3(out)))
         return self.act3(out + shortcut)
@@ -142,6 +164,11 @@ class ResNeSt(nn.Module):
             ``avg_down_stride and conv2_stride > 1``), which its segmentation checkpoints were trained with.
         output_stride: 32, 16 or 8, with the official dilation semantics (see :func:`stage_layout`);
             the stride of the deepest map for the standard stem (``stem_stride=4``).
+        deform_stages: stages (1..4 = layer1..layer4) whose 3×3 convs are deformable, as the official
+            detectron2 plug-in's ``DEFORM_ON_PER_STAGE`` (the paper's DCN rows: ``(2, 3, 4)`` = res3–res5).
+            Each block gains a zero-initialised ``conv2_offset``; the 3×3 weights keep their keys.
+        deform_groups: deformable groups (``DEFORM_NUM_GROUPS``; 2 in the paper's DCN configs).
+        deform_modulated: DCNv2 (offsets and a sigmoid mask, ``DEFORM_MODULATED``) or DCNv1 (offsets only).
         base_planes: bottleneck planes of layer1 (64 in every released model); stages double it and
             the stage outputs are 4× planes. Smaller values make compact models for small images.
         stem_stride: 4 = the official stem (stride-2 conv and a max-pool); 2 drops the max-pool and
@@ -168,6 +195,9 @@ class ResNeSt(nn.Module):
         avd_first: bool = False,
         avd_dilated: bool = True,
         output_stride: int = 32,
+        deform_stages: Sequence[int] = (),
+        deform_groups: int = 1,
+        deform_modulated: bool = True,
         base_planes: int = 64,
         stem_stride: int = 4,
         num_classes: int = 1000,
@@ -186,6 +216,9 @@ class ResNeSt(nn.Module):
             raise ValueError(f"radix must be >= 0 and cardinality >= 1, got {radix}, {cardinality}")
         if stem_stride not in (1, 2, 4) or base_planes < 1:
             raise ValueError(f"stem_stride must be 1, 2 or 4 and base_planes >= 1, got {stem_stride}, {base_planes}")
+        if any(stage not in (1, 2, 3, 4) for stage in deform_stages) or deform_groups < 1:
+            raise ValueError(f"deform_stages must list stages 1..4 (the paper's DCN: (2, 3, 4)) and deform_groups "
+                             f"must be >= 1, got {tuple(deform_stages)}, {deform_groups}")
         if in_chans < 1 or num_classes < 0:
             raise ValueError(f"in_chans must be >= 1 and num_classes >= 0, got {in_chans}, {num_classes}")
         norm = get_norm_layer(norm_layer)
@@ -218,12 +251,14 @@ class ResNeSt(nn.Module):
         ):
             drop_block = index >= 3  # DropBlock lives in the last two stages only (paper §4, Gluon defs)
             outplanes = planes * EXPANSION
+            deform = dict(deform_groups=deform_groups if index in deform_stages else 0,
+                          deform_modulated=deform_modulated)
             stage = [Bottleneck(inplanes, planes, stride,
                                 downsample=avg_down_shortcut(inplanes, outplanes, stride, norm),
                                 dilation=first_dilation, is_first=index > 1,
-                                drop_block=drop_block, drop_block_prob=drop_block_rate, **block_args)]
+                                drop_block=drop_block, drop_block_prob=drop_block_rate, **deform, **block_args)]
             stage += [Bottleneck(outplanes, planes, dilation=dilation, drop_block=drop_block,
-                                 drop_block_prob=drop_block_rate, **block_args) for _ in range(1, blocks)]
+                                 drop_block_prob=drop_block_rate, **deform, **block_args) for _ in range(1, blocks)]
             self.add_module(f"layer{index}", nn.Sequential(*stage))
             inplanes = outplanes
             reduction *= stride
@@ -243,6 +278,14 @@ class ResNeSt(nn.Module):
             elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and module.affine:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, Bottleneck) and module.conv2_offset is not None:
+                # DCN as the plug-in: zero offsets (the plain conv at first); a radix-0 deformable 3×3 gets the
+                # fan-out He init of the other convs, split attention's keeps detectron2's kaiming-uniform
+                nn.init.zeros_(module.conv2_offset.weight)
+                nn.init.zeros_(module.conv2_offset.bias)
+                if isinstance(module.conv2, DeformConv2d):
+                    module.conv2.reset_parameters_fan_out()
         if zero_init_last:
             # After the generic init, unlike the official torch code where this ordering made it a no-op.
             # Only trainable γ: zeroing a frozen BN's buffer would switch the branch off for good.

@@ -293,8 +293,15 @@ def load_weights(model: nn.Module, source: bool | str | os.PathLike | dict, *, h
 
     # Old torch wrote no num_batches_tracked; frozen/group norm layers have none: neither is a mismatch.
     state = {k: v for k, v in state.items() if not (k.endswith("num_batches_tracked") and k not in own)}
+    # A DCN model from a plain checkpoint (detectron2 does the same): the offset convs keep their zero init.
+    fresh_offsets = [k for k in own if ".conv2_offset." in k and k not in state]
+    if fresh_offsets and not any(".conv2_offset." in k for k in state):
+        report.notes.append(f"the checkpoint has no deformable-conv offsets: kept {len(fresh_offsets) // 2} "
+                            "zero-initialised conv2_offset layers (the deformable convs start as plain convs)")
+    else:
+        fresh_offsets = []
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
-               and not (keep_model_head and k.startswith("fc."))]
+               and not (keep_model_head and k.startswith("fc.")) and k not in fresh_offsets]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in state if k in own and state[k].shape != own[k].shape]
