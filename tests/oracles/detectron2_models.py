@@ -25,6 +25,10 @@ CONFIG_OF = {
     "cascade_mask_rcnn": "COCO-InstanceSegmentation/mask_cascade_rcnn_ResNeSt_50_FPN_syncBN_1x.yaml",
     # the DCN row: modulated DCNv2 on res3-res5, 2 deformable groups (the op is CUDA-only: tests swap it)
     "faster_rcnn_dcn": "COCO-Detection/faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.yaml",
+    # Panoptic FPN: the base ResNeSt panoptic config (mask R-CNN, GN semantic head) and the paper's cascade one
+    # (its ResNeSt-200 config; tests set MODEL.RESNETS.DEPTH 50 for CPU time)
+    "panoptic_fpn": "COCO-PanopticSegmentation/ResNeSt-Base-Panoptic-FPN.yaml",
+    "cascade_panoptic_fpn": "COCO-PanopticSegmentation/panoptic_ResNeSt_200_FPN_syncBN_tricks_3x.yaml",
 }
 
 
@@ -56,7 +60,7 @@ def oracle_cfg(config: str, **overrides):
     add_resnest_config(cfg)
     cfg.merge_from_file(str(CONFIGS / config))
     cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
-    for section in ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD"):
+    for section in ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD", "SEM_SEG_HEAD"):
         if getattr(cfg.MODEL, section).NORM == "SyncBN":
             getattr(cfg.MODEL, section).NORM = "BN"
     cfg.merge_from_list([x for kv in overrides.items() for x in (kv[0], str(kv[1]))])

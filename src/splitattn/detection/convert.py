@@ -45,7 +45,7 @@ def _detectron2_key(key: str):
         return DROP
     if match := _D2_FPN.fullmatch(key):
         return _fpn_key(match)
-    return key if key.startswith(("proposal_generator.", "roi_heads.")) else None
+    return key if key.startswith(("proposal_generator.", "roi_heads.", "sem_seg_head.")) else None
 
 
 def from_detectron2(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor], list[str]]:

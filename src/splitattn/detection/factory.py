@@ -27,13 +27,17 @@ from .backbone import build_backbone
 from .cascade import CASCADE_BOX_WEIGHTS, CASCADE_IOUS, CascadeRoIHeads, ClassAgnosticPredictor
 from .heads import box_head, head_norm_layer, mask_head
 from .rcnn import build_rcnn
+from .rcnn.panoptic import PanopticFPN
+from .rcnn.semantic import SemSegFPNHead
 
 # arguments a caller may change on a pretrained detector (inference settings, not the architecture)
 _OVERRIDABLE = ("score_thresh", "nms_thresh", "detections_per_img", "test_size", "max_size_test", "min_size",
                 "max_size", "rpn_post_nms_test", "rpn_pre_nms_test", "norm", "head_norm", "freeze_at", "flavour",
-                "roi_sampling_ratio")
+                "roi_sampling_ratio", "panoptic_overlap_thresh", "stuff_area_thresh", "instances_score_thresh")
 
 DETECTORS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn")
+# Panoptic FPN (detectron2's PanopticFPN meta-architecture, detectron2 flavour only) and its instance branch
+PANOPTIC = {"panoptic_fpn": "mask_rcnn", "cascade_panoptic_fpn": "cascade_mask_rcnn"}
 # "detectron2": the paper's own computation (rcnn/, proven against detectron2 + the official plug-in);
 # "torchvision": torchvision's RPN / RoIHeads / MultiScaleRoIAlign with our cascade
 FLAVOURS = ("detectron2", "torchvision")
@@ -76,6 +80,7 @@ def create_detector(
     box_fc_dim: int = 1024,
     mask_conv_dim: int = 256,
     mask_num_convs: int = 4,
+    mask_head_norm: str | None = None,
     anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     min_size: int | Sequence[int] = COCO_TRAIN_SIZES,
@@ -92,12 +97,19 @@ def create_detector(
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
     roi_sampling_ratio: int = 0,
+    sem_seg_classes: int = 54,
+    sem_seg_dim: int = 128,
+    sem_seg_norm: str = "gn",
+    sem_seg_loss_weight: float = 0.5,
+    panoptic_overlap_thresh: float = 0.5,
+    stuff_area_thresh: int = 4096,
+    instances_score_thresh: float = 0.5,
     flavour: str = "detectron2",
     cascade_style: str = "detectron2",
     progress: bool = True,
     **backbone_overrides,
 ) -> GeneralizedRCNN:
-    """Build ``kind`` in :data:`DETECTORS` on a zoo ``backbone`` (default ``resnest50``).
+    """Build ``kind`` in :data:`DETECTORS` or :data:`PANOPTIC` on a zoo ``backbone`` (default ``resnest50``).
 
     Args:
         pretrained: a detection zoo name (``splitattn list --task detect``): builds that checkpoint's
@@ -115,10 +127,17 @@ def create_detector(
         freeze_at: detectron2's FREEZE_AT (2 = stem and res2 frozen).
         box_head_type: ``'4conv1fc'`` (paper) or ``'2fc'``.
         mask_num_convs: 3×3 convs in the mask head (4 in the paper's configs).
+        mask_head_norm: the mask head's norm when it differs from ``head_norm`` (the ResNeSt panoptic config:
+            ``'none'``; detectron2 flavour only).
         min_size: training short side(s), sampled per iteration; ``test_size`` at eval.
         max_size / max_size_test: longest side in training / at eval (``max_size_test`` None: ``max_size``).
         rpn_post_nms_train: proposals kept per image in training (None: 1000, 2000 for the cascades).
         roi_sampling_ratio: RoIAlign samples per bin side; 0 = adaptive (detectron2), 2 is cheaper on CPU.
+        sem_seg_classes / sem_seg_dim / sem_seg_norm / sem_seg_loss_weight: Panoptic FPN's semantic head
+            (detectron2's SEM_SEG_HEAD: 54 = COCO's 53 stuff classes + one for all things, 128 channels, GroupNorm
+            as detectron2's default and the base ResNeSt panoptic config, the ResNeSt configs' loss weight 0.5).
+        panoptic_overlap_thresh / stuff_area_thresh / instances_score_thresh: detectron2's PANOPTIC_FPN.COMBINE
+            settings (0.5, 4096 px, 0.5).
         flavour: ``'detectron2'`` computes what detectron2 + the official ResNeSt plug-in compute (ROIAlignV2,
             unrounded anchors, background-last classes, detectron2's losses and post-processing; the layout of
             converted official checkpoints) or ``'torchvision'`` (torchvision's RPN and RoI heads).
@@ -130,13 +149,16 @@ def create_detector(
         return _create_pretrained(pretrained, kind, backbone, num_classes, progress, **{
             k: v for k, v in locals().items() if k in _OVERRIDABLE and v != _DEFAULTS[k]})
     backbone, num_classes = backbone or "resnest50", 81 if num_classes is None else num_classes
-    if kind not in DETECTORS:
-        raise ValueError(f"unknown detector {kind!r}: use one of {', '.join(DETECTORS)}")
+    if kind not in DETECTORS and kind not in PANOPTIC:
+        raise ValueError(f"unknown detector {kind!r}: use one of {', '.join(DETECTORS + tuple(PANOPTIC))}")
+    if kind in PANOPTIC and flavour != "detectron2":
+        raise ValueError(f"{kind} exists in the detectron2 flavour only: leave flavour at 'detectron2'")
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background too, so it must be >= 2 (COCO: 81), got {num_classes}")
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}: use one of {', '.join(FLAVOURS)}")
-    cascade, masks = kind.startswith("cascade"), kind.endswith("mask_rcnn")
+    instance_kind = PANOPTIC.get(kind, kind)
+    cascade, masks = instance_kind.startswith("cascade"), instance_kind.endswith("mask_rcnn")
     head_norm = head_norm or ("none" if norm == "frozenbn" else norm)
     fpn = build_backbone(backbone, pretrained_backbone, norm, freeze_at, fpn_channels,
                          fpn_norm=head_norm_layer(fpn_norm or head_norm), progress=progress, **backbone_overrides)
@@ -145,15 +167,22 @@ def create_detector(
         if len(anchor_sizes) != len(fpn.strides):
             raise ValueError(f"anchor_sizes needs one size per FPN level ({len(fpn.strides)}), got {len(anchor_sizes)}")
         detector = build_rcnn(
-            kind, fpn, num_classes, head_norm=head_norm, box_head_type=box_head_type, box_conv_dim=box_conv_dim,
-            box_fc_dim=box_fc_dim, mask_conv_dim=mask_conv_dim, mask_num_convs=mask_num_convs,
-            anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios, train_sizes=train_sizes, test_size=test_size,
+            instance_kind, fpn, num_classes, head_norm=head_norm, box_head_type=box_head_type,
+            box_conv_dim=box_conv_dim, box_fc_dim=box_fc_dim, mask_conv_dim=mask_conv_dim,
+            mask_num_convs=mask_num_convs, mask_norm=mask_head_norm, anchor_sizes=anchor_sizes,
+            aspect_ratios=aspect_ratios, train_sizes=train_sizes, test_size=test_size,
             max_size=max_size, max_size_test=max_size_test, rpn_post_nms_train=rpn_post_nms_train,
             rpn_post_nms_test=rpn_post_nms_test,
             rpn_pre_nms_train=rpn_pre_nms_train, rpn_pre_nms_test=rpn_pre_nms_test,
             rpn_batch_size_per_image=rpn_batch_size_per_image, box_batch_size_per_image=box_batch_size_per_image,
             score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
             roi_sampling_ratio=roi_sampling_ratio, cascade_style=cascade_style)
+        if kind in PANOPTIC:
+            head = SemSegFPNHead(fpn.out_channels, fpn.strides[:-1], sem_seg_classes, sem_seg_dim, norm=sem_seg_norm,
+                                 loss_weight=sem_seg_loss_weight)
+            detector = PanopticFPN.from_rcnn(detector, head, overlap_thresh=panoptic_overlap_thresh,
+                                             stuff_area_thresh=stuff_area_thresh,
+                                             instances_score_thresh=instances_score_thresh)
         detector.kind, detector.num_classes, detector.flavour = kind, num_classes, flavour
         return detector
 
@@ -186,8 +215,8 @@ def create_detector(
         roi_heads = RoIHeads(box_pool, head, FastRCNNPredictor(width, num_classes), 0.5, 0.5,
                              box_batch_size_per_image, 0.25, None, **inference, **mask_parts)
 
-    if cascade_style != "detectron2":
-        raise ValueError("cascade_style applies to flavour='detectron2' only")
+    if cascade_style != "detectron2" or mask_head_norm is not None:
+        raise ValueError("cascade_style and mask_head_norm apply to flavour='detectron2' only")
     if max_size_test not in (None, max_size):
         raise ValueError("the torchvision flavour has one max_size for training and eval: leave max_size_test unset")
     transform = MultiScaleTransform(train_sizes, test_size, max_size, list(IMAGE_MEAN), list(IMAGE_STD))

@@ -23,7 +23,7 @@ MMDET_CASCADE = dict(stage_weights=((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 1
 
 def build_rcnn(kind: str, fpn: nn.Module, num_classes: int, *, head_norm: str = "none",
                box_head_type: str = "4conv1fc", box_conv_dim: int = 256, box_fc_dim: int = 1024,
-               mask_conv_dim: int = 256, mask_num_convs: int = 4,
+               mask_conv_dim: int = 256, mask_num_convs: int = 4, mask_norm: str | None = None,
                anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
                train_sizes: Sequence[int] = tuple(range(640, 801)), test_size: int = 800, max_size: int = 1333,
                max_size_test: int | None = None, rpn_post_nms_train: int | None = None, rpn_post_nms_test: int = 1000,
@@ -51,6 +51,7 @@ def build_rcnn(kind: str, fpn: nn.Module, num_classes: int, *, head_norm: str = 
     heads = (CascadeRoIHeads if cascade else StandardRoIHeads)(
         num_classes - 1, fpn.out_channels, strides[:-1], num_conv=num_conv, conv_dim=box_conv_dim, num_fc=num_fc,
         fc_dim=box_fc_dim, norm=head_norm, mask=masks, mask_num_conv=mask_num_convs, mask_conv_dim=mask_conv_dim,
+        mask_norm=mask_norm,
         batch_size_per_image=box_batch_size_per_image, score_thresh=score_thresh, nms_thresh=nms_thresh,
         detections_per_image=detections_per_img, sampling_ratio=roi_sampling_ratio, **extra)
     return DetectronRCNN(fpn, rpn, heads, train_sizes=tuple(train_sizes), max_size_train=max_size,

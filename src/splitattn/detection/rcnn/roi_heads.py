@@ -95,7 +95,7 @@ class StandardRoIHeads(nn.Module):
 
     def __init__(self, num_classes: int, channels: int = 256, strides: tuple[int, ...] = (4, 8, 16, 32), *,
                  num_conv: int = 4, conv_dim: int = 256, num_fc: int = 1, fc_dim: int = 1024, norm: str = "none",
-                 mask: bool = False, mask_num_conv: int = 4, mask_conv_dim: int = 256,
+                 mask: bool = False, mask_num_conv: int = 4, mask_conv_dim: int = 256, mask_norm: str | None = None,
                  batch_size_per_image: int = 512, positive_fraction: float = 0.25, score_thresh: float = 0.05,
                  nms_thresh: float = 0.5, detections_per_image: int = 100,
                  box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
@@ -113,7 +113,8 @@ class StandardRoIHeads(nn.Module):
         self.mask_on = mask
         if mask:
             self.mask_pooler = RoIPooler(14, strides, sampling_ratio)
-            self.mask_head = self._mask_head(channels, num_classes, mask_num_conv, mask_conv_dim, norm)
+            # (the panoptic configs normalise the box head but not the mask head)
+            self.mask_head = self._mask_head(channels, num_classes, mask_num_conv, mask_conv_dim, mask_norm or norm)
 
     def _box_head(self, channels, num_conv, conv_dim, num_fc, fc_dim, norm) -> nn.Module:
         return ConvFCBoxHead(channels, 7, num_conv, conv_dim, num_fc, fc_dim, norm)
@@ -204,6 +205,13 @@ class StandardRoIHeads(nn.Module):
         probs = sum(head(pooled)[index, classes][:, None].sigmoid() for head in heads) / len(heads)
         for d, p in zip(detections, probs.split([len(d.boxes) for d in detections]), strict=True):
             d.mask_probs = p
+
+    def forward_with_given_boxes(self, features: list[torch.Tensor],
+                                 detections: list[Detections]) -> list[Detections]:
+        """detectron2's ``forward_with_given_boxes`` (eval): the mask head on given boxes and classes, if any."""
+        if self.mask_on:
+            self.predict_masks(features, detections)
+        return detections
 
     def forward(self, features: list[torch.Tensor], proposals: list[torch.Tensor],
                 image_sizes: list[tuple[int, int]], targets: list[dict] | None = None):
