@@ -15,7 +15,7 @@ from splitattn.detection import zoo as detection_zoo
 from splitattn.detection.convert import from_detectron2
 from splitattn.detection.zoo import DETECTION_ZOO, detector_kwargs, list_detectors
 from splitattn.models.weights import CheckpointError
-from tests.oracles.detectron2_models import oracle_cfg
+from tests.oracles.detectron2_models import CONFIGS, oracle_cfg
 
 D2_ROWS = list_detectors("detectron2")
 
@@ -29,17 +29,24 @@ def _oracle_state(row) -> dict[str, torch.Tensor]:
 
 
 def test_every_official_detectron2_checkpoint_is_in_the_zoo():
-    assert len(D2_ROWS) == 10
-    kinds = {(DETECTION_ZOO[n].kind, DETECTION_ZOO[n].backbone) for n in D2_ROWS}
-    assert kinds == {("faster_rcnn", "resnest50"), ("faster_rcnn", "resnest101"), ("cascade_rcnn", "resnest50"),
-                     ("cascade_rcnn", "resnest101"), ("cascade_rcnn", "resnest200"), ("mask_rcnn", "resnest50"),
-                     ("mask_rcnn", "resnest101"), ("cascade_mask_rcnn", "resnest50"),
-                     ("cascade_mask_rcnn", "resnest101"), ("cascade_mask_rcnn", "resnest200")}
+    assert len(D2_ROWS) == 13
+    kinds = {(DETECTION_ZOO[n].kind, DETECTION_ZOO[n].backbone, DETECTION_ZOO[n].deformable) for n in D2_ROWS}
+    assert kinds == {("faster_rcnn", "resnest50", False), ("faster_rcnn", "resnest101", False),
+                     ("cascade_rcnn", "resnest50", False), ("cascade_rcnn", "resnest101", False),
+                     ("cascade_rcnn", "resnest200", False), ("mask_rcnn", "resnest50", False),
+                     ("mask_rcnn", "resnest101", False), ("cascade_mask_rcnn", "resnest50", False),
+                     ("cascade_mask_rcnn", "resnest101", False), ("cascade_mask_rcnn", "resnest200", False),
+                     ("faster_rcnn", "resnest50", True), ("cascade_mask_rcnn", "resnest200", True),
+                     ("cascade_panoptic_fpn", "resnest200", False)}
+    # every config the official README links (d2/configs, ResNeSt rows) has its row
+    configs = {str(p.relative_to(CONFIGS.parent.parent)) for p in CONFIGS.rglob("*ResNeSt_*.yaml")}
+    assert configs == {DETECTION_ZOO[n].config for n in D2_ROWS}
     for name in D2_ROWS:
         row = DETECTION_ZOO[name]
         assert row.urls and all(u.endswith(row.filename) for u in row.urls)
         assert row.sha256_prefix is None or f"-{row.sha256_prefix}.pth" in row.filename
-        assert row.box_ap and (row.mask_ap is not None) == row.kind.endswith("mask_rcnn")
+        assert row.box_ap and (row.mask_ap is not None) == row.kind.endswith(("mask_rcnn", "panoptic_fpn"))
+        assert (row.pq is not None) == row.kind.endswith("panoptic_fpn")
 
 
 @pytest.mark.parametrize("name", D2_ROWS)
@@ -50,6 +57,8 @@ def test_official_checkpoint_layout_loads_strictly(name):
     model.load_state_dict(state, strict=True)
     if row.mask_head_convs == 8:
         assert hasattr(model.roi_heads.mask_head, "mask_fcn8")
+    assert any("conv2_offset" in k for k in state) == row.deformable
+    assert any(k.startswith("sem_seg_head.") for k in state) == row.kind.endswith("panoptic_fpn")
 
 
 @pytest.fixture

@@ -58,6 +58,10 @@ def detector_kwargs(row: DetectionCheckpointRow) -> dict:
                   max_size_test=row.test_max_size)
     if row.layout == "mmdet":  # mmdet's ResNeSt configs: SyncBN in backbone and heads, a plain FPN
         kwargs.update(fpn_norm="none", cascade_style="mmdet")
+    if row.deformable:  # the plug-in's DCN configs: modulated, res3-res5, 2 deformable groups
+        kwargs.update(deform_stages=(2, 3, 4), deform_groups=2)
+    if row.kind.endswith("panoptic_fpn"):  # its config: SyncBN semantic head, mask head without norm
+        kwargs.update(sem_seg_norm="syncbn", mask_head_norm="none")
     return kwargs
 
 
@@ -94,11 +98,14 @@ def detection_zoo_table(pattern: str = "*") -> str:
     rows = [r for r in DETECTION_CHECKPOINTS if fnmatch.fnmatch(r.name, pattern)]
     if not rows:
         raise ValueError(f"no released detector matches {pattern!r}: see `splitattn list --task detect`")
-    head = f"{'name':<44} {'kind':<18} {'backbone':<11} {'box AP':>6} {'mask AP':>7}  trained with"
+    head = f"{'name':<47} {'kind':<20} {'backbone':<11} {'box AP':>6} {'mask AP':>7} {'PQ':>5}  trained with"
     lines = [head, "-" * len(head)]
     for r in rows:
         mask = f"{r.mask_ap:.2f}" if r.mask_ap is not None else "-"
-        lines.append(f"{r.name:<44} {r.kind:<18} {r.backbone:<11} {r.box_ap:>6.2f} {mask:>7}  {r.layout}")
+        pq = f"{r.pq:.2f}" if r.pq is not None else "-"
+        extra = " + DCNv2" if r.deformable else ""
+        lines.append(f"{r.name:<47} {r.kind:<20} {r.backbone:<11} {r.box_ap:>6.2f} {mask:>7} {pq:>5}  "
+                     f"{r.layout}{extra}")
     lines.append("COCO val2017 AP as published (sources: splitattn.detection.zoo_table); "
                  "create_detector(pretrained=NAME) or `splitattn detect eval|predict --pretrained NAME`.")
     return "\n".join(lines)

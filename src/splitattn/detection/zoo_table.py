@@ -15,12 +15,16 @@ Sources (read for this table):
   (The whole-repository snapshot was too large to fetch; files were read one by one from the stored index.)
 - ``/work/shared/spec/paper-facts.md`` §8.1 (detection protocol and the same d2 figures).
 
-Scope: ResNeSt backbones only, non-DCN only, box / instance-segmentation detectors only.
+Scope: ResNeSt backbones only: box, instance-segmentation and panoptic detectors, with and without DCN.
 - Left out on purpose: the ResNet-50/101 baselines of the d2 README (our backbone zoo covers ResNeSt; the baselines
-  are MSRA-style ResNets with STRIDE_IN_1X1 True), the two DCN checkpoints (``faster_rcnn_ResNeSt_50_FPN_dcn_...``,
-  ``mask_cascade_rcnn_ResNeSt_200_FPN_dcn_syncBN_all_tricks_3x-e1901134.pth``; detectron2's deformable conv is
-  CUDA-only), and the panoptic checkpoint (``panoptic_ResNeSt_200_FPN_syncBN_tricks_3x-43f8b731.pth``; no panoptic
-  kind here).
+  are MSRA-style ResNets with STRIDE_IN_1X1 True).
+- DCN rows (``deformable``): DEFORM_ON_PER_STAGE [False, True, True, True], DEFORM_MODULATED True,
+  DEFORM_NUM_GROUPS 2 (their configs), i.e. ``deform_stages=(2, 3, 4), deform_groups=2``.
+- The panoptic row: ``COCO-PanopticSegmentation/panoptic_ResNeSt_200_FPN_syncBN_tricks_3x.yaml`` on
+  ``ResNeSt-Base-Panoptic-FPN.yaml`` (META_ARCHITECTURE PanopticFPN, SEM_SEG_HEAD LOSS_WEIGHT 0.5, NORM SyncBN;
+  ROI_MASK_HEAD keeps detectron2's defaults NUM_CONV 4 and NORM "", i.e. no norm; SEM_SEG_HEAD NUM_CLASSES default
+  54; PANOPTIC_FPN.COMBINE defaults 0.5 / 4096 / 0.5), README table "Panoptic Segmentation" (bbox 51.00, mask 43.68,
+  PQ 47.90) with TEST.AUG ENABLED True in its config.
 
 Facts shared by every row (not repeated per row):
 - COCO-2017, 80 classes (detectron2 default ROI_HEADS.NUM_CLASSES 80; mmdet ``num_classes=80``); FPN; SyncBN in the
@@ -65,6 +69,9 @@ class DetectionCheckpointRow:
     test_max_size: int
     mask_head_convs: int | None  # None for box-only models
     notes: str = ""
+    deformable: bool = False  # DCNv2 on res3-res5 with 2 deformable groups (the plug-in's DCN configs)
+    pq: float | None = None  # panoptic quality, for the panoptic row
+    tta: bool = False  # the config enables detectron2's multi-scale + flip test (TEST.AUG.ENABLED)
 
 
 _D2_ROOT = "https://s3.us-west-1.wasabisys.com/resnest/detectron/"
@@ -77,6 +84,10 @@ _D2_DET_AP = (
 _D2_SEG_AP = (
     "zhanghang1989/ResNeSt d2/README.md @1dfb3e8, table 'Instance Segmentation' (COCO-2017 val, single scale); "
     "same figures in paper-facts.md §8.1"
+)
+_D2_PANOPTIC_AP = (
+    "zhanghang1989/ResNeSt d2/README.md @1dfb3e8, table 'Panoptic Segmentation' (COCO-2017 val; its config tests with "
+    "TEST.AUG enabled); paper-facts.md §8.1 lists PQ 47.9, PQth 55.1, PQst 37.0"
 )
 _MMDET_AP = (
     "open-mmlab/mmdetection configs/resnest/metafile.yml @0c9092ff (same figures in configs/resnest/README.md "
@@ -129,6 +140,7 @@ def _d2_row(
     train_sizes: tuple[int, int] = (640, 800),
     train_max_size: int = 1333,
     mask_head_convs: int | None = None,
+    **extra,
 ) -> DetectionCheckpointRow:
     return DetectionCheckpointRow(
         name=name,
@@ -140,7 +152,8 @@ def _d2_row(
         urls=(_d2_url(filename),),
         box_ap=box_ap,
         mask_ap=mask_ap,
-        ap_source=_D2_SEG_AP if kind.endswith("mask_rcnn") else _D2_DET_AP,
+        ap_source=_D2_PANOPTIC_AP if kind.endswith("panoptic_fpn") else
+        _D2_SEG_AP if kind.endswith("mask_rcnn") else _D2_DET_AP,
         config=config,
         train_sizes=train_sizes,
         # the instance-segmentation configs keep Base-RCNN-FPN.yaml's (640, 672, ..., 800) "choice" sampling
@@ -150,6 +163,7 @@ def _d2_row(
         test_max_size=1333,
         mask_head_convs=mask_head_convs,
         notes=notes,
+        **extra,
     )
 
 
@@ -312,6 +326,58 @@ DETECTION_CHECKPOINTS: tuple[DetectionCheckpointRow, ...] = (
         train_sizes=(640, 864),
         train_max_size=1440,
         mask_head_convs=8,
+    ),
+    # ---- the plug-in's DCN rows (same tables) and its panoptic row ----
+    _d2_row(
+        "faster_rcnn_resnest50_dcn_fpn_d2",
+        "faster_rcnn",
+        "resnest50",
+        "faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.pth",
+        None,
+        44.11,
+        None,
+        "d2/configs/COCO-Detection/faster_rcnn_ResNeSt_50_FPN_dcn_syncbn_range-scale_1x.yaml",
+        f"README row 'ResNeSt-50-DCNv2'; the published filename carries NO hash (sha256_prefix None); {_D2_DET_NOTES}; "
+        f"{_D2_STD_NOTES}; modulated DCNv2 on res3-res5, 2 deformable groups; init resnest50_detectron-255b5649.pth",
+        deformable=True,
+    ),
+    _d2_row(
+        "cascade_mask_rcnn_resnest200_dcn_fpn_tricks_d2",
+        "cascade_mask_rcnn",
+        "resnest200",
+        "mask_cascade_rcnn_ResNeSt_200_FPN_dcn_syncBN_all_tricks_3x-e1901134.pth",
+        "e1901134",
+        50.91,
+        44.50,
+        "d2/configs/COCO-InstanceSegmentation/mask_cascade_rcnn_ResNeSt_200_FPN_dcn_syncBN_all_tricks_3x.yaml",
+        "README row 'ResNeSt-200-dcn-tricks-3x' (val, single scale; 53.30 box / 47.10 mask on test-dev2019 with "
+        "multi-scale testing); the tricks of the row above plus modulated DCNv2 on res3-res5, 2 deformable groups; "
+        f"8-conv SyncBN mask head; {_D2_CASCADE_NOTES}; one mask head; TEST.AUG ENABLED False in the config; "
+        "TEST.PRECISE_BN on; init resnest200_detectron-02644020.pth",
+        train_sizes=(640, 864),
+        train_max_size=1440,
+        mask_head_convs=8,
+        deformable=True,
+    ),
+    _d2_row(
+        "cascade_panoptic_fpn_resnest200_fpn_tricks_d2",
+        "cascade_panoptic_fpn",
+        "resnest200",
+        "panoptic_ResNeSt_200_FPN_syncBN_tricks_3x-43f8b731.pth",
+        "43f8b731",
+        51.00,
+        43.68,
+        "d2/configs/COCO-PanopticSegmentation/panoptic_ResNeSt_200_FPN_syncBN_tricks_3x.yaml",
+        "README table 'Panoptic Segmentation' (bbox 51.00, mask 43.68, PQ 47.90); PanopticFPN with a cascade "
+        f"instance branch ({_D2_CASCADE_NOTES}); 4conv1fc SyncBN box head, 4-conv mask head without norm, SyncBN "
+        "semantic head (loss weight 0.5); short side range-sampled in [400, 1000], MAX_SIZE_TRAIN 1440; 3x (270k "
+        "iters, steps 240k/255k); TEST.AUG ENABLED True; TEST.PRECISE_BN on; no DCN; "
+        "init resnest200_detectron-02644020.pth",
+        train_sizes=(400, 1000),
+        train_max_size=1440,
+        mask_head_convs=4,
+        pq=47.90,
+        tta=True,
     ),
     # ---- mmdetection (open-mmlab/mmdetection configs/resnest/metafile.yml) ----
     _mmdet_row(
