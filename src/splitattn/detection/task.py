@@ -2,6 +2,8 @@
 
 The validation annotations are read with the training checks when training starts (their problems are
 reported then, not when the last evaluation crashes); the end of the run writes prediction overlays.
+With ``optim.precise_bn_iters`` > 0, every evaluation (and so the end of the run, and the checkpoint written
+after it) is preceded by precise BN, as detectron2's ``PreciseBN`` hook does (:meth:`DetectionTask.precise_bn`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import torch
 from torch import nn
 
 from ..data.images import DatasetError
-from ..engine.checkpoint import read_training_checkpoint
+from ..engine.checkpoint import LAST, read_training_checkpoint
 from ..engine.distributed import DistInfo, shutdown_distributed
-from ..engine.loop import RunSummary, Task, Trainer
+from ..engine.hooks import CheckpointHook
+from ..engine.loop import RunSummary, Task, Trainer, autocast, split_batch, to_device
+from ..engine.precise_bn import update_bn_stats
 from ..engine.sampler import iteration_batches
+from ..seeding import derive_seed
 from .config import DetectConfig, detect_config_from_dict
 from .data import CocoDetection, collate_detection
 from .evaluate import evaluate_detector
@@ -79,20 +84,78 @@ class DetectionTask(Task):
         return learning_rate(step, o.lr, o.steps, o.gamma, o.warmup_iters, o.warmup_factor)
 
     def batches(self, start_step: int) -> Iterator[Any]:
+        return self._train_batches(start_step, self.total_steps())
+
+    def _train_batches(self, first: int, last: int) -> Iterator[Any]:
+        """This process's training batches of steps ``first``..``last - 1`` (also past the schedule's end)."""
         t, cfg = self.trainer, self.cfg
-        return iteration_batches(self.train_set, collate_detection, start_step, self.total_steps(),
-                                 cfg.optim.batch_size, cfg.engine.seed, t.dist.rank, t.dist.world, cfg.data.workers)
+        return iteration_batches(self.train_set, collate_detection, first, last, cfg.optim.batch_size,
+                                 cfg.engine.seed, t.dist.rank, t.dist.world, cfg.data.workers)
 
     def losses(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         images, targets = batch
         return model(images, targets)
 
+    def precise_bn(self, model: nn.Module, step: int) -> int:
+        """Precise BN at ``step`` (steps done): every training-mode BN layer's running statistics become their
+        true averages over ``optim.precise_bn_iters`` forward passes at the current weights (detectron2's
+        ``PreciseBN`` hook, fvcore's arithmetic: :func:`~splitattn.engine.precise_bn.update_bn_stats`).
+
+        The passes are the ones training runs next, without updates: this process's micro-batches of steps
+        ``step``, ``step + 1``, … (the training order and flips), each forward seeded like that training
+        forward (so the same proposal samples), in train mode, under the run's autocast. Every process calls
+        it (SyncBN then pools the statistics over all of them). The global random state is left as it was.
+        Returns the number of forward passes used (0: off, or no BN layer in training mode).
+        """
+        iters = self.cfg.optim.precise_bn_iters
+        if iters == 0:
+            return 0
+        t, e, accum = self.trainer, self.cfg.engine, self.cfg.optim.accum_steps
+
+        def micro_batches() -> Iterator[tuple[int, Any]]:
+            steps = -(-iters // accum)  # ceil: the last step's micro-batches may be used in part
+            for iteration, batch in enumerate(self._train_batches(step, step + steps), start=step):
+                torch.manual_seed(derive_seed(e.seed, 1, t.dist.rank, iteration))  # as Trainer.run_step
+                batch = self.prepare(to_device(batch, t.device, e.channels_last), iteration)
+                for index, chunk in enumerate(split_batch(batch, accum)):
+                    yield derive_seed(e.seed, 2, iteration, t.dist.rank * accum + index), chunk
+
+        def forward(module: nn.Module, item: tuple[int, Any]) -> Any:
+            seed, chunk = item
+            torch.manual_seed(seed)
+            with autocast(t.device, e.amp):
+                return self.losses(module, chunk)
+
+        model.train()
+        devices = [t.device] if t.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            used = update_bn_stats(model, micro_batches(), iters, forward=forward,
+                                   progress=e.progress and t.dist.is_main)
+        if t.dist.is_main:
+            if used:
+                print(f"step {step}/{self.total_steps()}: precise BN statistics from {used} training batches "
+                      f"of {t.micro_batch} images per process", flush=True)
+            else:
+                print(f"step {step}/{self.total_steps()}: precise BN skipped: the model has no BatchNorm layer "
+                      f"in training mode (model.norm={self.cfg.model.norm})", flush=True)
+        return used
+
     def evaluate(self, model: nn.Module, step: int, final: bool) -> dict[str, float]:
+        # also without a validation set: the checkpoints written after an evaluation keep the statistics
+        if self.precise_bn(model, step) and final:
+            self._rewrite_last_checkpoint(step)
         if self.val_set is None:
             return {}
         t, e = self.trainer, self.cfg.engine
         return evaluate_detector(model, self.val_set, t.device, e.amp, e.eval_batch_size or self.eval_batch_size,
                                  t.dist.rank, t.dist.world, progress=e.progress)
+
+    def _rewrite_last_checkpoint(self, step: int) -> None:
+        """The engine may write ``last.pth`` after the last step and before the final evaluation; precise BN
+        has just changed the model, so write it again (detectron2 runs ``PreciseBN`` before its checkpointer)."""
+        t = self.trainer
+        if any(isinstance(hook, CheckpointHook) and hook.saved_step == step for hook in t.hooks):
+            t.save(LAST)
 
     def meta(self) -> dict[str, Any]:
         return {"kind": self.cfg.model.kind, "backbone": self.cfg.model.backbone,

@@ -99,9 +99,6 @@ class PanopticFPN(DetectronRCNN):
         out = torch.full((len(targets), *padded), self.sem_seg_head.ignore_value, dtype=torch.int64,
                          device=self.pixel_mean.device)
         for i, (target, (h, w)) in enumerate(zip(targets, sizes, strict=True)):
-            if "sem_seg" not in target:
-                raise ValueError("Panoptic FPN trains on targets with 'sem_seg' (H, W) labels as well: 0 = things, "
-                                 "1.. = stuff classes, 255 = ignore")
             labels = target["sem_seg"][None, None].to(torch.float32)
             out[i, :h, :w] = F.interpolate(labels, (h, w), mode="nearest-exact")[0, 0].to(torch.int64)
         return out
@@ -109,6 +106,9 @@ class PanopticFPN(DetectronRCNN):
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
         if self.training and targets is None:
             raise ValueError("in training mode Panoptic FPN needs targets (boxes, labels, masks, sem_seg) per image")
+        if self.training and any("sem_seg" not in t for t in targets):
+            raise ValueError("Panoptic FPN trains on targets with 'sem_seg' (H, W) labels as well: 0 = things, "
+                             "1.. = stuff classes, 255 = ignore")
         originals = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         batch, sizes = self.normalize_and_pad([self.resize(im) for im in images])
         features = self.features(batch)
