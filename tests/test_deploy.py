@@ -110,5 +110,7 @@ def test_deploy_refuses_what_it_cannot_do():
         deploy(model)  # training mode: BN statistics would be folded from a moving target
     with pytest.raises(DeployError, match="found none inside Linear"):
         deploy(torch.nn.Linear(2, 2).eval())
+    with pytest.raises(DeployError, match="deformable convs"):
+        deploy(splitattn.create_model("resnest14", deform_stages=(4,)).eval())
     fused = deploy(model.eval())
     assert not any(p.requires_grad for p in fused.parameters())

@@ -28,6 +28,9 @@ def _check(model: nn.Module) -> None:
         raise DeployError(f"deploy() fuses ReLU only; this model uses {', '.join(stray)}")
     if not any(isinstance(m, (ResNeSt, Bottleneck)) for m in model.modules()):
         raise DeployError(f"deploy() rewrites ResNeSt networks and found none inside {type(model).__name__}")
+    if any(isinstance(m, Bottleneck) and m.conv2_offset is not None for m in model.modules()):
+        raise DeployError("deploy() folds plain convolutions; this model has deformable convs (deform_stages): "
+                          "run it as it is, in eval mode")
 
 
 def _deploy_stem(net: ResNeSt, channels_last: bool) -> None:
