@@ -114,6 +114,13 @@ def test_cli_predict_with_pretrained_and_list(served_faster, tmp_path, capsys):
                  "--out-dir", str(tmp_path / "out"), "--score-thresh", "0.0"]) == 0
     out = capsys.readouterr().out
     assert "chelsea.jpg:" in out and (tmp_path / "out" / "chelsea_detections.png").is_file()
+    assert main(["detect", "predict", "--pretrained", name, str(PHOTOS_DIR / "chelsea.jpg"), "--tta",
+                 "--tta-sizes", "256,320", "--out-dir", str(tmp_path / "tta"), "--score-thresh", "0.0"]) == 0
+    out = capsys.readouterr().out
+    assert "short sides 256, 320 (max 4000) and their flips" in out and "chelsea.jpg:" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["detect", "predict", "--pretrained", name, "x.jpg", "--tta", "--tta-sizes", "0,x"])
+    assert exit_.value.code == 2 and "positive short sides" in capsys.readouterr().err
     assert main(["list", "--task", "detect", "cascade_mask*"]) == 0
     table = capsys.readouterr().out
     assert "cascade_mask_rcnn_resnest200_fpn_tricks_d2" in table and "50.54" in table and "faster" not in table

@@ -1,9 +1,12 @@
-"""Detection and instance segmentation: ResNeSt-FPN with Faster, Mask, Cascade and Cascade Mask R-CNN."""
+"""Detection, instance and panoptic segmentation: ResNeSt-FPN with Faster, Mask, Cascade and Cascade Mask R-CNN and
+Panoptic FPN (DCNv2 in the backbone optional), and detectron2's multi-scale + flip test."""
 
 from .backbone import ResNeStFPN, build_backbone, freeze_stages
 from .cascade import CascadeRoIHeads
-from .factory import DETECTORS, FLAVOURS, create_detector
+from .factory import DETECTORS, FLAVOURS, PANOPTIC, create_detector
 from .rcnn import DetectronRCNN
+from .rcnn.panoptic import PanopticFPN
+from .rcnn.tta import DetectionTTA
 
-__all__ = ["DETECTORS", "FLAVOURS", "CascadeRoIHeads", "DetectronRCNN", "ResNeStFPN", "build_backbone",
-           "create_detector", "freeze_stages"]
+__all__ = ["DETECTORS", "FLAVOURS", "PANOPTIC", "CascadeRoIHeads", "DetectionTTA", "DetectronRCNN", "PanopticFPN",
+           "ResNeStFPN", "build_backbone", "create_detector", "freeze_stages"]

@@ -29,18 +29,29 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load_model(args: argparse.Namespace, device, verb: str):
-    """(model in eval mode, class names, the checkpoint's data section or {}) from --checkpoint or --pretrained."""
+    """(model in eval mode, class names, the checkpoint's data section or {}) from --checkpoint or --pretrained;
+    wrapped in detectron2's multi-scale + flip test with --tta."""
     if args.pretrained:
         from .factory import create_detector
         from .zoo import COCO_CLASSES
 
         model = create_detector(pretrained=args.pretrained)
         print(f"{args.pretrained}: " + "; ".join(model.pretrained_notes))
-        return model.to(device).eval(), list(COCO_CLASSES), {}
-    from .task import load_detector_checkpoint
+        model, names, data = model.to(device).eval(), list(COCO_CLASSES), {}
+    else:
+        from .task import load_detector_checkpoint
 
-    model, ckpt = load_detector_checkpoint(args.checkpoint, device, verb=verb)
-    return model, ckpt["meta"]["class_names"], ckpt["config"]["data"]
+        model, ckpt = load_detector_checkpoint(args.checkpoint, device, verb=verb)
+        names, data = ckpt["meta"]["class_names"], ckpt["config"]["data"]
+    if args.tta:
+        from .rcnn.tta import DetectionTTA
+
+        kind = model.kind
+        model = DetectionTTA(model, args.tta_sizes) if args.tta_sizes else DetectionTTA(model)
+        model.kind = kind
+        print(f"test-time augmentation: short sides {', '.join(map(str, model.min_sizes))} (max {model.max_size})"
+              f"{' and their flips' if model.flip else ''}, merged as detectron2 merges them")
+    return model, names, data
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -91,11 +102,25 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         print(f"{path}: {len(found)} objects ≥ {args.score_thresh} [{', '.join(found)}] → {target}")
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive short sides separated by commas, e.g. 400,800: {text!r}")
+    return sizes
+
+
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="a `detect train` checkpoint: runs/…/checkpoints/last.pth")
     which.add_argument("--pretrained", metavar="NAME",
                        help="a released COCO detector (see `splitattn list --task detect`), downloaded and cached")
+    p.add_argument("--tta", action="store_true",
+                   help="detectron2's multi-scale + flip test (short sides 400..1200, max 4000; detectron2 flavour)")
+    p.add_argument("--tta-sizes", type=_sizes, metavar="S1,S2,...",
+                   help="the short sides --tta uses instead of 400,500,...,1200")
 
 
 def add_commands(sub) -> None:

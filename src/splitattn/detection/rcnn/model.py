@@ -132,6 +132,26 @@ class DetectronRCNN(nn.Module):
         return [self.postprocess(d, size, original)
                 for d, size, original in zip(detections, sizes, originals, strict=True)]
 
+    def inference(self, resized: list[torch.Tensor], detected: list[Detections] | None = None, *,
+                  masks: bool = True) -> list[Detections]:
+        """detectron2's ``GeneralizedRCNN.inference(..., do_postprocess=False)`` on images already resized.
+
+        ``resized``: 0–255 CHW images in the network's frame (normalised and padded here as one batch), so
+        the result is in that frame, not post-processed. With ``detected`` the given boxes and classes only
+        get masks (``forward_with_given_boxes``); ``masks=False`` skips the mask head (the first pass of
+        test-time augmentation, which detectron2 runs with ``mask_on`` switched off).
+        """
+        if self.training:
+            raise RuntimeError("inference() runs in eval mode: call model.eval() first")
+        batch, sizes = self.normalize_and_pad(resized)
+        features = self.features(batch)
+        if detected is None:
+            proposals, _ = self.proposal_generator(features, sizes)
+            detected = self.roi_heads.predict_boxes(features[:-1], [p for p, _ in proposals], sizes)
+            if not masks:
+                return detected
+        return self.roi_heads.forward_with_given_boxes(features[:-1], detected)
+
     def postprocess(self, d: Detections, size: tuple[int, int], original: tuple[int, int]) -> dict:
         """``detector_postprocess``: boxes to the input image's pixels, clipped, empty ones dropped."""
         height, width = original
