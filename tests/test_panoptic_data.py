@@ -510,3 +510,44 @@ def test_a_real_panoptic_fpn_trains_and_is_evaluated_on_the_set(paths, tmp_path)
     assert "loss_sem_seg" in losses and all(torch.isfinite(v) for v in losses.values())
     results = evaluate_panoptic(model, dataset_at(paths), tmp_path / "pq", "cpu", batch_size=2, progress=False)
     assert 0.0 <= results["All"]["pq"] <= 1.0 and results["Things"]["n"] + results["Stuff"]["n"] == results["All"]["n"]
+
+
+def test_detect_cli_trains_evaluates_and_predicts_a_panoptic_fpn(paths, tmp_path, capsys):
+    """`detect train` with a panoptic kind on COCO panoptic files, then `eval` (PQ, COCO panoptic predictions) and
+    `predict` (overlay + panoptic PNG + segments json)."""
+    from splitattn.cli import main
+
+    out = tmp_path / "run"
+    images, ann = str(paths["image_dir"]), str(paths["ann_file"])
+    assert main(["detect", "train", f"data.train_images={images}", f"data.train_annotations={ann}",
+                 f"data.val_images={images}", f"data.val_annotations={ann}", "model.kind=panoptic_fpn",
+                 "model.backbone=resnest14", "model.pretrained_backbone=false", "model.norm=bn", "model.freeze_at=0",
+                 "model.overrides.base_planes=16", "model.overrides.stem_width=16", "model.fpn_channels=32",
+                 "model.box_conv_dim=32", "model.box_fc_dim=64", "model.mask_conv_dim=32",
+                 "model.overrides.sem_seg_dim=32", "model.overrides.stuff_area_thresh=64",
+                 "model.overrides.instances_score_thresh=0.0", "model.train_sizes=[160,160]", "model.test_size=160",
+                 "model.max_size=224", "model.box_batch_size_per_image=64", "model.rpn_post_nms_train=100",
+                 "model.roi_sampling_ratio=2", "optim.batch_size=2", "optim.lr=0.01", "optim.warmup_iters=1",
+                 "optim.max_iters=2", "optim.steps=[1]", "optim.precise_bn_iters=2", "data.workers=0",
+                 "engine.device=cpu", "engine.progress=false", "engine.log_every_steps=1",
+                 f"engine.out_dir={out}"]) == 0
+    log = capsys.readouterr().out
+    assert "precise BN statistics from 2 training batches" in log and "PQ" in log
+    evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
+    assert 0.0 <= evals[-1]["PQ"] <= 1.0 and (out / "panoptic_eval" / "step_2" / "predictions.json").is_file()
+
+    checkpoint = str(out / "checkpoints" / "last.pth")
+    assert main(["detect", "eval", "--checkpoint", checkpoint, "--json", str(tmp_path / "m.json"),
+                 "--out-dir", str(tmp_path / "pq")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["PQ"] == evals[-1]["PQ"] and (tmp_path / "pq" / "predictions.json").is_file()
+    capsys.readouterr()
+    assert main(["detect", "eval", "--checkpoint", checkpoint, "--out-dir", str(tmp_path / "pq")]) == 2
+    assert "overwrite" in capsys.readouterr().err  # an earlier evaluation's files are not replaced silently
+    photo = sorted(paths["image_dir"].iterdir())[0]
+    assert main(["detect", "predict", "--checkpoint", checkpoint, str(photo), "--out-dir", str(tmp_path / "p"),
+                 "--score-thresh", "0.0"]) == 0
+    assert "stuff segments" in capsys.readouterr().out
+    ids = read_panoptic_png(tmp_path / "p" / f"{photo.stem}_panoptic.png")
+    segments = json.loads((tmp_path / "p" / f"{photo.stem}_panoptic.json").read_text())["segments_info"]
+    assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in segments}

@@ -17,6 +17,7 @@ from ..cli_common import (
     run_training,
     write_json,
 )
+from .factory import PANOPTIC
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -65,6 +66,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
                          "categories, e.g. val2017 and instances_val2017.json)")
     model, names, data = _load_model(args, device, "eval")
     images, annotations = args.images or data["val_images"], args.annotations or data["val_annotations"]
+    if model.kind in PANOPTIC:
+        return _eval_panoptic(args, model, names, images, annotations, device)
     dataset = CocoDetection(images, annotations, masks=model.kind.endswith("mask_rcnn"),
                             strict=data.get("strict", False))
     print(dataset.problem_report())
@@ -76,6 +79,37 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         print(f"{key:>12}: {value:.4f}" if isinstance(value, float) else f"{key:>12}: {value}")
     write_json(args.json, {"checkpoint": args.checkpoint or args.pretrained, "annotations": str(annotations),
                            **metrics})
+
+
+def _eval_panoptic(args: argparse.Namespace, model, names, images, annotations, device) -> None:
+    """PQ of a Panoptic FPN on a COCO panoptic set (json + PNG folder), its predictions written as COCO panoptic."""
+    from .panoptic_data import CocoPanoptic
+    from .panoptic_eval import evaluate_panoptic, panoptic_metrics
+
+    if args.tta:
+        raise ValueError("--tta is for box and mask models; Panoptic FPN is evaluated at its test size")
+    dataset = CocoPanoptic(images, annotations, args.panoptic_dir)
+    print(dataset.problem_report())
+    if list(dataset.thing_classes) != list(names):
+        raise ValueError(f"{annotations} has thing categories {dataset.thing_classes[:6]}…, the model was trained on "
+                         f"{names[:6]}…: evaluate on a dataset with the same categories")
+    out_dir = args.out_dir or str(Path(args.json or "panoptic_eval.json").with_suffix("")) + "_predictions"
+    results = evaluate_panoptic(model, dataset, out_dir, device, batch_size=args.batch_size, overwrite=args.overwrite)
+    metrics = panoptic_metrics(results)
+    for key, value in metrics.items():
+        print(f"{key:>12}: {value:.4f}")
+    write_json(args.json, {"checkpoint": args.checkpoint or args.pretrained, "annotations": str(annotations),
+                           "predictions": out_dir, **metrics})
+
+
+def _write_panoptic(prediction: dict, stem: str, out_dir: Path) -> Path:
+    """The panoptic segmentation as a COCO panoptic PNG (id = R + 256 G + 256² B) and its segments as json."""
+    from .panoptic_format import write_panoptic_png
+
+    target = out_dir / f"{stem}_panoptic.png"
+    write_panoptic_png(target, prediction["panoptic_seg"].numpy())
+    write_json(str(out_dir / f"{stem}_panoptic.json"), {"segments_info": prediction["segments_info"]})
+    return target
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -99,6 +133,10 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         keep = prediction["scores"] >= args.score_thresh
         found = [f"{names[int(label) - 1]} {score:.2f}" for label, score in
                  zip(prediction["labels"][keep], prediction["scores"][keep].tolist())]
+        if "panoptic_seg" in prediction:
+            panoptic = _write_panoptic(prediction, Path(path).stem, out_dir)
+            stuff = sum(not s["isthing"] for s in prediction["segments_info"])
+            print(f"{path}: {len(prediction['segments_info']) - stuff} things + {stuff} stuff segments → {panoptic}")
         print(f"{path}: {len(found)} objects ≥ {args.score_thresh} [{', '.join(found)}] → {target}")
 
 
@@ -126,10 +164,16 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_commands(sub) -> None:
     add_train_parser(sub, "configs/detection/coco_mask_rcnn_resnest50_1x.yaml", _cmd_train)
 
-    p = sub.add_parser("eval", help="pycocotools bbox (and segm) AP of a checkpoint")
+    p = sub.add_parser("eval", help="pycocotools bbox (and segm) AP of a checkpoint; PQ of a Panoptic FPN")
     _add_model_arguments(p)
     p.add_argument("--images", help="image folder (default: the checkpoint's validation images)")
-    p.add_argument("--annotations", help="COCO json (default: the checkpoint's validation annotations)")
+    p.add_argument("--annotations", help="COCO json (default: the checkpoint's validation annotations); for a "
+                   "Panoptic FPN the COCO panoptic json (panoptic_val2017.json)")
+    p.add_argument("--panoptic-dir", help="Panoptic FPN: the ground-truth PNG folder (default: the json's path "
+                   "without .json, as COCO ships it)")
+    p.add_argument("--out-dir", help="Panoptic FPN: where the predicted PNGs and json go (default: next to --json, "
+                   "or ./panoptic_eval_predictions)")
+    p.add_argument("--overwrite", action="store_true", help="Panoptic FPN: replace an earlier evaluation's files")
     p.add_argument("--batch-size", type=positive_int, default=4)
     p.add_argument("--json", help="write the metrics here")
     add_device_argument(p)

@@ -18,7 +18,9 @@ from ..engine.config import EngineConfig, OptimConfig, TaskConfig, build_config,
 
 @dataclass
 class DetectModelConfig:
-    kind: Literal["faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn"] = "faster_rcnn"
+    # the panoptic kinds read COCO panoptic data (data.*_annotations: panoptic_*.json, PNGs beside them) and score PQ
+    kind: Literal["faster_rcnn", "mask_rcnn", "cascade_rcnn", "cascade_mask_rcnn", "panoptic_fpn",
+                  "cascade_panoptic_fpn"] = "faster_rcnn"
     backbone: str = "resnest50"
     pretrained_backbone: bool | str = True  # True = the zoo's ImageNet weights; or an official-layout file
     overrides: dict[str, Any] = field(default_factory=dict)  # backbone create_model arguments
@@ -51,6 +53,8 @@ class DetectModelConfig:
             (bool(self.train_sizes) and min(self.train_sizes) >= 16 and self.test_size >= 16,
              "image sizes must be >= 16 px"),
             (0 <= self.freeze_at <= 5, "model.freeze_at must be 0..5 (2 = detectron2's default)"),
+            (not self.kind.endswith("panoptic_fpn") or self.flavour == "detectron2",
+             "model.kind panoptic_fpn / cascade_panoptic_fpn needs model.flavour=detectron2"),
         ]
 
     def sizes(self) -> tuple[int, ...]:
@@ -59,8 +63,11 @@ class DetectModelConfig:
             return tuple(range(low, high + 1))
         return tuple(self.train_sizes)
 
-    def detector_kwargs(self, num_classes: int, progress: bool = True) -> dict[str, Any]:
-        return dict(kind=self.kind, backbone=self.backbone, num_classes=num_classes,
+    def detector_kwargs(self, num_classes: int, progress: bool = True, sem_seg_classes: int | None = None
+                        ) -> dict[str, Any]:
+        """``sem_seg_classes``: the panoptic kinds' semantic classes (stuff + 1 for all things), from the data."""
+        extra = {"sem_seg_classes": sem_seg_classes} if sem_seg_classes is not None else {}
+        return dict(**extra, kind=self.kind, backbone=self.backbone, num_classes=num_classes,
                     pretrained_backbone=self.pretrained_backbone, norm=self.norm, head_norm=self.head_norm,
                     freeze_at=self.freeze_at, box_head_type=self.box_head, fpn_channels=self.fpn_channels,
                     box_conv_dim=self.box_conv_dim, box_fc_dim=self.box_fc_dim, mask_conv_dim=self.mask_conv_dim,

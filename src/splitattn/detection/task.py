@@ -26,7 +26,9 @@ from ..seeding import derive_seed
 from .config import DetectConfig, detect_config_from_dict
 from .data import CocoDetection, collate_detection
 from .evaluate import evaluate_detector
-from .factory import create_detector
+from .factory import PANOPTIC, create_detector
+from .panoptic_data import CocoPanoptic
+from .panoptic_eval import evaluate_panoptic, panoptic_metrics
 
 
 def learning_rate(iteration: int, base_lr: float, steps: list[int], gamma: float, warmup_iters: int,
@@ -44,19 +46,32 @@ def load_detector_checkpoint(path: str | Path, map_location: str | torch.device 
     ckpt = read_training_checkpoint(path, "detection", verb)
     cfg = detect_config_from_dict(ckpt["config"])
     cfg.model.pretrained_backbone = False  # the checkpoint has every weight
-    model = create_detector(**cfg.model.detector_kwargs(ckpt["meta"]["num_classes"], progress=False))
+    model = create_detector(**cfg.model.detector_kwargs(ckpt["meta"]["num_classes"], progress=False,
+                                                        sem_seg_classes=ckpt["meta"].get("sem_seg_classes")))
     model.load_state_dict(ckpt["model"])
     return model.to(map_location).eval(), ckpt
 
 
 class DetectionTask(Task):
     name = "detection"
-    metrics = ("bbox_AP", "bbox_AP50", "segm_AP")
-    best_metric = "bbox_AP"
     eval_batch_size = 4  # when engine.eval_batch_size is 0
+
+    @property
+    def panoptic(self) -> bool:
+        return self.cfg.model.kind in PANOPTIC
+
+    @property
+    def metrics(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("PQ", "PQ_th", "PQ_st") if self.panoptic else ("bbox_AP", "bbox_AP50", "segm_AP")
+
+    @property
+    def best_metric(self) -> str:  # type: ignore[override]
+        return "PQ" if self.panoptic else "bbox_AP"
 
     def setup(self, trainer: Trainer) -> None:
         self.trainer = trainer
+        if self.panoptic:
+            return self._setup_panoptic()
         d, masks = self.cfg.data, self.cfg.model.kind.endswith("mask_rcnn")
         self.train_set = CocoDetection(d.train_images, d.train_annotations, train=True, masks=masks,
                                        flip_prob=d.flip_prob, strict=d.strict)
@@ -72,9 +87,31 @@ class DetectionTask(Task):
             for dataset in filter(None, (self.train_set, self.val_set)):
                 print(dataset.problem_report(), flush=True)
 
+    def _setup_panoptic(self) -> None:
+        """COCO panoptic data (detectron2's "separated" targets built from the PNGs) for the Panoptic FPN kinds."""
+        d = self.cfg.data
+        self.train_set = CocoPanoptic(d.train_images, d.train_annotations, train=True, flip_prob=d.flip_prob,
+                                      strict=d.strict)
+        if len(self.train_set) == 0:
+            raise DatasetError(f"{d.train_annotations} lists no images: check data.train_annotations")
+        self.val_set = None
+        if d.val_annotations:
+            self.val_set = CocoPanoptic(d.val_images, d.val_annotations, strict=d.strict)
+            if (self.val_set.thing_classes, self.val_set.stuff_classes) != (self.train_set.thing_classes,
+                                                                            self.train_set.stuff_classes):
+                raise DatasetError(f"{d.val_annotations} and {d.train_annotations} need the same thing and stuff "
+                                   "categories")
+        if self.trainer.dist.is_main:
+            for dataset in filter(None, (self.train_set, self.val_set)):
+                print(dataset.problem_report(), flush=True)
+
+    def _sem_seg_classes(self) -> int | None:
+        return self.train_set.num_stuff_classes if self.panoptic else None
+
     def build_model(self) -> nn.Module:
         return create_detector(**self.cfg.model.detector_kwargs(self.train_set.num_classes,
-                                                               progress=self.trainer.dist.is_main))
+                                                               progress=self.trainer.dist.is_main,
+                                                               sem_seg_classes=self._sem_seg_classes()))
 
     def total_steps(self) -> int:
         return self.cfg.optim.max_iters
@@ -147,6 +184,11 @@ class DetectionTask(Task):
         if self.val_set is None:
             return {}
         t, e = self.trainer, self.cfg.engine
+        if self.panoptic:  # COCO panoptic files of this evaluation under the run, then PQ
+            results = evaluate_panoptic(model, self.val_set, Path(t.out_dir) / "panoptic_eval" / f"step_{step}",
+                                        t.device, e.eval_batch_size or self.eval_batch_size, e.amp,
+                                        progress=e.progress, overwrite=True, rank=t.dist.rank, world=t.dist.world)
+            return panoptic_metrics(results) if results else {}
         return evaluate_detector(model, self.val_set, t.device, e.amp, e.eval_batch_size or self.eval_batch_size,
                                  t.dist.rank, t.dist.world, progress=e.progress)
 
@@ -160,7 +202,9 @@ class DetectionTask(Task):
     def meta(self) -> dict[str, Any]:
         return {"kind": self.cfg.model.kind, "backbone": self.cfg.model.backbone,
                 "num_classes": self.train_set.num_classes, "class_names": list(self.train_set.class_names),
-                "label_to_cat_id": {int(k): int(v) for k, v in self.train_set.label_to_cat_id.items()}}
+                "label_to_cat_id": {int(k): int(v) for k, v in self.train_set.label_to_cat_id.items()},
+                **({"sem_seg_classes": self._sem_seg_classes(), "stuff_classes": list(self.train_set.stuff_classes)}
+                   if self.panoptic else {})}
 
     def describe(self) -> str:
         return (f"{self.cfg.model.kind} on {self.cfg.model.backbone}, {len(self.train_set.class_names)} classes, "

@@ -37,7 +37,8 @@ def draw_detections(image: torch.Tensor, prediction: dict[str, torch.Tensor], cl
 @torch.no_grad()
 def predict_images(model: nn.Module, images: Sequence[torch.Tensor], device: torch.device | str = "cpu"):
     model.eval()
-    return [{k: v.cpu() for k, v in out.items()} for out in model([img.to(device) for img in images])]
+    return [{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in out.items()}  # Panoptic FPN: segments
+            for out in model([img.to(device) for img in images])]
 
 
 def write_overlays(model: nn.Module, images: Sequence[torch.Tensor], class_names: Sequence[str], path: Path,
