@@ -38,6 +38,7 @@ class DetectModelConfig:
     size_sampling: Literal["range", "choice"] = "range"
     test_size: int = 800
     max_size: int = 1333
+    max_size_test: int | None = None  # None: max_size (the tricks configs train at 1440 and test at 1333)
     box_batch_size_per_image: int = 512
     rpn_post_nms_train: int | None = None  # None: 1000, 2000 for the cascades
     detections_per_img: int = 100
@@ -73,7 +74,8 @@ class DetectModelConfig:
                     box_conv_dim=self.box_conv_dim, box_fc_dim=self.box_fc_dim, mask_conv_dim=self.mask_conv_dim,
                     mask_num_convs=self.mask_num_convs,
                     anchor_sizes=tuple(self.anchor_sizes), min_size=self.sizes(), test_size=self.test_size,
-                    max_size=self.max_size, box_batch_size_per_image=self.box_batch_size_per_image,
+                    max_size=self.max_size, max_size_test=self.max_size_test,
+                    box_batch_size_per_image=self.box_batch_size_per_image,
                     rpn_post_nms_train=self.rpn_post_nms_train, detections_per_img=self.detections_per_img,
                     roi_sampling_ratio=self.roi_sampling_ratio, flavour=self.flavour, progress=progress,
                     **self.overrides)
