@@ -23,7 +23,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from splitattn.detection import create_detector
@@ -32,7 +31,7 @@ from splitattn.layers import DeformConv2d
 from tests.oracles.dcn_reference import detectron2_modulated_deform_conv
 from tests.oracles.detectron2_models import build_oracle, oracle_input, require_detectron2
 from tests.oracles.matching import match
-from tests.voc_photo import load_voc_photo
+from tests.voc_photo import photo_tensor
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -79,7 +78,7 @@ def detector_check(device: str) -> dict:
                            deform_stages=(2, 3, 4), deform_groups=2, progress=False)
     ours.load_state_dict(from_detectron2({k: v.cpu() for k, v in oracle.state_dict().items()})[0], strict=True)
     ours.eval()
-    image = torch.from_numpy(np.asarray(load_voc_photo()["rgb"], np.uint8).copy()).permute(2, 0, 1).float() / 255
+    image = photo_tensor()
     out: dict = {}
     with torch.no_grad():
         inputs = oracle_input(image, cfg)

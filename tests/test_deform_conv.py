@@ -21,7 +21,8 @@ from splitattn.detection.data import CocoDetection, collate_detection
 from splitattn.layers import DeformConv2d, DeformSplitAttention, offset_conv
 from splitattn.models.key_converters import from_official, to_official
 from tests.oracles.dcn_reference import deform_conv_reference, detectron2_modulated_deform_conv
-from tests.voc_photo import load_voc_photo, write_voc_photo_coco
+from tests.overfit import overfit
+from tests.voc_photo import photo_tensor, write_voc_photo_coco
 
 CASES = [  # (in, out, stride, dilation, groups, deform groups, modulated, bias)
     (4, 6, 1, 1, 1, 1, True, False),
@@ -141,7 +142,7 @@ def test_plugin_dcn_detector_matches_ours_on_the_same_weights(d2_dcn_pair):
 
     oracle, cfg, ours = d2_dcn_pair
     assert cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE == [False, True, True, True] and cfg.MODEL.RESNETS.DEFORM_MODULATED
-    image = torch.from_numpy(np.asarray(load_voc_photo()["rgb"], np.uint8).copy()).permute(2, 0, 1).float() / 255
+    image = photo_tensor()
     with torch.no_grad():
         inputs = oracle_input(image, cfg)
         images = oracle.preprocess_image([inputs])
@@ -173,20 +174,8 @@ def test_dcn_detector_trains_on_the_real_voc_photo(tmp_path):
                             base_planes=16, stem_width=16, fpn_channels=32, box_conv_dim=32, box_fc_dim=128,
                             min_size=192, test_size=192, max_size=256, box_batch_size_per_image=64,
                             rpn_post_nms_train=200, roi_sampling_ratio=2, deform_stages=(2, 3, 4), deform_groups=2)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-    model.train()
-    history = []
-    for step in range(10):
-        for group in optimizer.param_groups:
-            group["lr"] = 0.01 * min(1.0, (step + 1) / 5)
-        total = sum(model(images, targets).values())
-        optimizer.zero_grad()
-        total.backward()
-        if step == 2:  # (at step 0 the zero-initialised last BN γ of each block blocks the branch's gradient)
-            grad = model.backbone.body.layer3[0].conv2_offset.weight.grad
-            assert grad is not None and grad.abs().max() > 0  # the offsets learn
-        optimizer.step()
-        history.append(total.item())
+    history = overfit(model, images, targets, steps=10)
     assert all(np.isfinite(history))
     assert np.mean(history[-3:]) < 0.75 * np.mean(history[:3]), history
+    # the offsets learned (zero at init; the zero-initialised last BN γ holds their gradient back only at step 0)
     assert model.backbone.body.layer3[0].conv2_offset.weight.abs().max() > 0

@@ -26,6 +26,7 @@ from splitattn.detection.data import CocoDetection, collate_detection
 from splitattn.detection.evaluate import coco_metrics, load_coco
 from splitattn.detection.task import learning_rate
 from splitattn.engine.sampler import iteration_indices
+from tests.overfit import overfit
 from tests.voc_photo import write_voc_photo_coco
 
 # A compact detector for 2 CPU cores: the scenes' objects are 24-56 px on 96 px canvases.
@@ -53,22 +54,6 @@ def _plain(batch):
              for t in targets])
 
 
-def _overfit(model, images, targets, steps, lr=0.01):
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
-    model.train()
-    history = []
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 5)
-        losses = model(images, targets)
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        history.append(total.item())
-    return history
-
-
 @pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("kind", DETECTORS)
 def test_each_detector_loss_falls_on_scenes(kind, flavour, scenes):
@@ -76,7 +61,7 @@ def test_each_detector_loss_falls_on_scenes(kind, flavour, scenes):
     masks = kind.endswith("mask_rcnn")
     images, targets = _plain(collate_detection([_dataset(scenes, masks=masks)[i] for i in range(4)]))
     model = create_detector(kind, num_classes=11, flavour=flavour, **SMALL)
-    history = _overfit(model, images, targets, steps=14)
+    history = overfit(model, images, targets, steps=14)
     assert all(np.isfinite(history))
     assert np.mean(history[-3:]) < 0.75 * np.mean(history[:3]), history
     model.eval()
@@ -95,7 +80,7 @@ def test_mask_rcnn_learns_the_real_voc_photo(tmp_path):
     torch.manual_seed(0)
     config = {**SMALL, "min_size": 192, "test_size": 192, "max_size": 256, "anchor_sizes": (32, 64, 128, 256, 512)}
     model = create_detector("mask_rcnn", num_classes=dataset.num_classes, **config)
-    history = _overfit(model, images, targets, steps=12)
+    history = overfit(model, images, targets, steps=12)
     assert np.mean(history[-3:]) < 0.75 * np.mean(history[:3]), history
 
 
@@ -104,7 +89,7 @@ def test_cascade_stages_refine_boxes(scenes):
     torch.manual_seed(0)
     images, targets = _plain(collate_detection([_dataset(scenes, masks=False)[i] for i in range(4)]))
     model = create_detector("cascade_rcnn", num_classes=11, flavour="torchvision", **SMALL)
-    _overfit(model, images, targets, steps=60, lr=0.02)
+    overfit(model, images, targets, steps=60, lr=0.02)
     model.eval()
     heads: CascadeRoIHeads = model.roi_heads
     generator = torch.Generator().manual_seed(1)

@@ -9,29 +9,18 @@ box transforms (exactly), and the final detections and masks, paired by :mod:`te
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from splitattn.data.sample_photos import PHOTOS_DIR
 from splitattn.detection import create_detector
 from splitattn.detection.convert import from_detectron2
 from splitattn.detection.rcnn.tta import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZES, DetectionTTA
 from tests.oracles.detectron2_models import build_oracle, oracle_input, require_detectron2
 from tests.oracles.matching import match
-from tests.voc_photo import load_voc_photo
+from tests.voc_photo import photo_tensor
 
 SIZES, MAX_SIZE = (320, 400), 1000  # detectron2's defaults (400..1200, 4000) cost ~20x the CPU time
 TEST_SIZE, PROPOSALS, DETECTIONS = 480, 300, 50
-
-
-def _photo(name: str) -> torch.Tensor:
-    if name == "voc":
-        rgb = np.asarray(load_voc_photo()["rgb"], np.uint8)
-    else:
-        rgb = np.asarray(Image.open(PHOTOS_DIR / f"{name}.jpg").convert("RGB"))
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +63,7 @@ def test_augmented_inputs_and_transforms_are_detectron2s(pairs, pre_resize):
     tta = DetectionTTA(ours, SIZES, MAX_SIZE, pre_resize=pre_resize)
     g = torch.Generator().manual_seed(0)
     for photo in ("voc", "chelsea"):
-        image = _photo(photo)
+        image = photo_tensor(photo)
         h, w = image.shape[1:]
         inputs, tfms = theirs._get_augmented_inputs(_d2_input(image, cfg, pre_resize))
         augmented = tta.augment(image)
@@ -105,7 +94,7 @@ def _compare(kind: str, theirs_tta, ours_tta, image: torch.Tensor, d2_input: dic
 @pytest.mark.parametrize("kind", ["faster_rcnn", "mask_rcnn", "cascade_mask_rcnn"])
 def test_tta_matches_detectron2(pairs, kind):
     theirs, cfg, ours = pairs(kind)
-    image = _photo("voc")
+    image = photo_tensor("voc")
     report = _compare(kind, theirs, DetectionTTA(ours, SIZES, MAX_SIZE), image, _d2_input(image, cfg, False))
     print(f"{kind} TTA on voc: {report.line()}")
     assert report.rate >= 0.99 and report.failures == 0, f"{kind} TTA: {report.line()}"
@@ -114,7 +103,7 @@ def test_tta_matches_detectron2(pairs, kind):
 def test_tta_pre_resized_like_train_net_matches_detectron2(pairs):
     """The official evaluation path: the test loader's resize, then TTA's resizes of that image."""
     theirs, cfg, ours = pairs("faster_rcnn")
-    image = _photo("chelsea")
+    image = photo_tensor("chelsea")
     report = _compare("faster_rcnn", theirs, DetectionTTA(ours, SIZES, MAX_SIZE, pre_resize=True), image,
                       _d2_input(image, cfg, True))
     print(f"faster_rcnn TTA, pre-resized, on chelsea: {report.line()}")
@@ -128,7 +117,7 @@ def test_tta_arguments(pairs):
     assert (tta.max_size, tta.flip, tta.batch_size, tta.pre_resize) == (DEFAULT_MAX_SIZE, True, 3, False) == (
         4000, True, 3, False)
     assert DetectionTTA(ours, 600).min_sizes == (600,)
-    assert len(DetectionTTA(ours, SIZES, flip=False).augment(_photo("voc"))) == len(SIZES)
+    assert len(DetectionTTA(ours, SIZES, flip=False).augment(photo_tensor("voc"))) == len(SIZES)
 
     torchvision_flavour = create_detector("faster_rcnn", "resnest50", 81, norm="bn", flavour="torchvision",
                                           progress=False)
@@ -150,6 +139,6 @@ def test_tta_arguments(pairs):
     ours.train()
     try:
         with pytest.raises(RuntimeError, match=r"\.eval\(\)"):
-            tta([_photo("voc")])
+            tta([photo_tensor("voc")])
     finally:
         ours.eval()

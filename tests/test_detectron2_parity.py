@@ -12,26 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision.ops import box_iou
 
-from splitattn.data.sample_photos import PHOTOS_DIR
 from splitattn.detection import DETECTORS, create_detector
 from splitattn.detection.convert import from_detectron2
 from splitattn.detection.rcnn import resized_shape
 from tests.oracles.detectron2_models import build_oracle, oracle_input, require_detectron2
 from tests.oracles.matching import match
-from tests.voc_photo import load_voc_photo
+from tests.voc_photo import load_voc_photo, photo_tensor
 
 TEST_SIZE = 480  # short side at eval: the paper's 800 costs ~3x the CPU time; resize rules are tested apart
-
-
-def _photo(name: str) -> torch.Tensor:
-    if name == "voc":
-        rgb = np.asarray(load_voc_photo()["rgb"], np.uint8)
-    else:
-        rgb = np.asarray(Image.open(PHOTOS_DIR / f"{name}.jpg").convert("RGB"))
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +48,7 @@ def pairs():
 def test_eval_matches_detectron2(pairs, kind):
     oracle, cfg, ours = pairs(kind)
     for photo in ("voc", "chelsea"):
-        image = _photo(photo)
+        image = photo_tensor(photo)
         with torch.no_grad():
             # input and RPN proposals, on both sides' own preprocessing
             inputs = oracle_input(image, cfg)
@@ -88,7 +78,7 @@ def test_eval_matches_detectron2(pairs, kind):
 def test_paper_test_size_matches_detectron2(pairs):
     """One case at the configs' own test resize (short side 800, long side ≤ 1333)."""
     oracle, cfg, ours = pairs("faster_rcnn", 800)
-    image = _photo("voc")
+    image = photo_tensor("voc")
     with torch.no_grad():
         theirs = oracle([oracle_input(image, cfg)])[0]["instances"]
         mine = ours([image])[0]
@@ -113,14 +103,14 @@ def _training_pair(pairs, kind):
     oracle, _, ours = pairs(kind)
     oracle.train(), ours.train()
     voc = load_voc_photo()
-    image = _photo("voc")
+    image = photo_tensor("voc")
     masks = torch.from_numpy(np.asarray(voc["masks"], bool))
     labels = torch.as_tensor(np.asarray(voc["labels"], np.int64))  # VOC ids 1..20 stand in for COCO ids
     boxes = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
                           for ys, xs in (torch.nonzero(m, as_tuple=True) for m in masks)], dtype=torch.float32)
     # a second, different photo: with a flipped copy the split-attention BatchNorms (1x1 pooled maps, batch 2)
     # would divide by a near-zero batch variance and amplify float noise without bound
-    cat = _photo("chelsea")
+    cat = photo_tensor("chelsea")
     h, w = cat.shape[-2:]
     cat_box = torch.tensor([[0.15 * w, 0.1 * h, 0.85 * w, 0.95 * h]])  # drawn round the cat by eye
     cat_mask = torch.zeros(1, h, w, dtype=torch.uint8)

