@@ -86,7 +86,8 @@ def test_panoptic_fpn_matches_detectron2(pairs, kind):
     m_pan, m_segments = mine["panoptic_seg"], mine["segments_info"]
     agree = (_pixel_labels(m_pan, m_segments) == _pixel_labels(t_pan, t_segments)).double().mean().item()
     same_ids = (m_pan == t_pan).double().mean().item()
-    print(f"{kind}: {len(things)} things, {len(stuff)} stuff; instances {report.line()}; "
+    print(f"{kind}: semantic logits relative difference {rel:.1e}; {len(things)} things, {len(stuff)} stuff; "
+          f"instances {report.line()}; "
           f"pixels with the same class {agree:.5f}, same segment id {same_ids:.5f}")
     assert agree >= 0.999 and same_ids >= 0.999
     assert len(m_segments) == len(t_segments)
