@@ -97,6 +97,9 @@ def test_dcn_backbone_layout_init_and_imagenet_weights(tmp_path):
     assert isinstance(resnet.layer4[0].conv2, DeformConv2d) and resnet.layer4[0].conv2_offset.out_channels == 18
     with pytest.raises(ValueError, match="deform_stages must list stages 1..4"):
         create_model("resnest50", deform_stages=(5,))
+    with pytest.raises(ValueError, match="deform_groups=3 does not divide the 128 channels of stage 2"):
+        create_model("resnest50", deform_stages=(2,), deform_groups=3)
+    assert create_model("resnest14", deform_stages=4).layer4[0].conv2_offset is not None  # one stage as an int
 
 
 def test_dcn_keys_round_trip_through_the_detectron2_layout():

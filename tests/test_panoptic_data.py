@@ -540,7 +540,14 @@ def test_detect_cli_trains_evaluates_and_predicts_a_panoptic_fpn(paths, tmp_path
     assert main(["detect", "eval", "--checkpoint", checkpoint, "--json", str(tmp_path / "m.json"),
                  "--out-dir", str(tmp_path / "pq")]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["PQ"] == evals[-1]["PQ"] and (tmp_path / "pq" / "predictions.json").is_file()
+    assert metrics["PQ"] == evals[-1]["PQ"]
+    # the checkpoint (written after precise BN) predicts exactly what the run's final evaluation predicted
+    during, after = out / "panoptic_eval" / "step_2", tmp_path / "pq"
+    assert (json.loads((during / "predictions.json").read_text())["annotations"]
+            == json.loads((after / "predictions.json").read_text())["annotations"])
+    pngs = sorted(p.relative_to(during) for p in during.rglob("*.png"))
+    assert pngs and pngs == sorted(p.relative_to(after) for p in after.rglob("*.png"))
+    assert all((during / p).read_bytes() == (after / p).read_bytes() for p in pngs)
     capsys.readouterr()
     assert main(["detect", "eval", "--checkpoint", checkpoint, "--out-dir", str(tmp_path / "pq")]) == 2
     assert "overwrite" in capsys.readouterr().err  # an earlier evaluation's files are not replaced silently
@@ -551,3 +558,24 @@ def test_detect_cli_trains_evaluates_and_predicts_a_panoptic_fpn(paths, tmp_path
     ids = read_panoptic_png(tmp_path / "p" / f"{photo.stem}_panoptic.png")
     segments = json.loads((tmp_path / "p" / f"{photo.stem}_panoptic.json").read_text())["segments_info"]
     assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in segments}
+    train_set = CocoPanoptic(paths["image_dir"], paths["ann_file"], paths["panoptic_dir"])
+    assert all(s["name"] == (train_set.thing_classes if s["isthing"] else train_set.stuff_classes)[s["category_id"]]
+               for s in segments)
+    # inputs that do not fit: --tta-sizes alone; a set with other stuff classes
+    assert main(["detect", "predict", "--checkpoint", checkpoint, str(photo), "--tta-sizes", "320"]) == 2
+    assert "add --tta" in capsys.readouterr().err
+    edit_json(paths, lambda coco: [c.update(name=f"other {c['name']}") for c in coco["categories"]
+                                   if not c["isthing"]])
+    assert main(["detect", "eval", "--checkpoint", checkpoint, "--out-dir", str(tmp_path / "pq2")]) == 2
+    assert "stuff categories" in capsys.readouterr().err
+
+
+def test_an_instances_json_or_a_fixed_semantic_size_is_refused_with_the_fix(tmp_path):
+    from splitattn.detection.config import load_detect_config
+    from tests.voc_photo import write_voc_photo_coco
+
+    ann = write_voc_photo_coco(tmp_path)
+    with pytest.raises(DatasetError, match="looks like a COCO instances json; point the annotations at a panoptic"):
+        CocoPanoptic(ann.parent / "images", ann)
+    with pytest.raises(ValueError, match="model.overrides cannot set sem_seg_classes"):
+        load_detect_config(None, ["model.kind=panoptic_fpn", "model.overrides.sem_seg_classes=5"])

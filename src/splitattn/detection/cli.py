@@ -31,7 +31,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _load_model(args: argparse.Namespace, device, verb: str):
     """(model in eval mode, class names, the checkpoint's data section or {}) from --checkpoint or --pretrained;
-    wrapped in detectron2's multi-scale + flip test with --tta."""
+    wrapped in detectron2's multi-scale + flip test with --tta. A Panoptic FPN from a checkpoint carries its stuff
+    class names as ``model.stuff_classes`` (None for a released one)."""
+    if args.tta_sizes and not args.tta:
+        raise ValueError("--tta-sizes sets the sizes of --tta: add --tta")
     if args.pretrained:
         from .factory import create_detector
         from .zoo import COCO_CLASSES
@@ -44,6 +47,7 @@ def _load_model(args: argparse.Namespace, device, verb: str):
 
         model, ckpt = load_detector_checkpoint(args.checkpoint, device, verb=verb)
         names, data = ckpt["meta"]["class_names"], ckpt["config"]["data"]
+        model.stuff_classes = ckpt["meta"].get("stuff_classes")
     if args.tta:
         from .rcnn.tta import DetectionTTA
 
@@ -63,11 +67,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     device = device_of(args)
     if args.pretrained and not (args.images and args.annotations):
         raise ValueError("--pretrained needs --images and --annotations (a COCO-format set with COCO's 80 "
-                         "categories, e.g. val2017 and instances_val2017.json)")
+                         "categories, e.g. val2017 and instances_val2017.json; for a panoptic row "
+                         "panoptic_val2017.json)")
     model, names, data = _load_model(args, device, "eval")
     images, annotations = args.images or data["val_images"], args.annotations or data["val_annotations"]
     if model.kind in PANOPTIC:
-        return _eval_panoptic(args, model, names, images, annotations, device)
+        return _eval_panoptic(args, model, names, images, annotations, device, data)
     dataset = CocoDetection(images, annotations, masks=model.kind.endswith("mask_rcnn"),
                             strict=data.get("strict", False))
     print(dataset.problem_report())
@@ -81,18 +86,23 @@ def _cmd_eval(args: argparse.Namespace) -> None:
                            **metrics})
 
 
-def _eval_panoptic(args: argparse.Namespace, model, names, images, annotations, device) -> None:
+def _eval_panoptic(args: argparse.Namespace, model, names, images, annotations, device, data: dict) -> None:
     """PQ of a Panoptic FPN on a COCO panoptic set (json + PNG folder), its predictions written as COCO panoptic."""
     from .panoptic_data import CocoPanoptic
     from .panoptic_eval import evaluate_panoptic, panoptic_metrics
 
-    if args.tta:
-        raise ValueError("--tta is for box and mask models; Panoptic FPN is evaluated at its test size")
-    dataset = CocoPanoptic(images, annotations, args.panoptic_dir)
+    dataset = CocoPanoptic(images, annotations, args.panoptic_dir or data.get("val_panoptic_dir"),
+                           strict=data.get("strict", False))
     print(dataset.problem_report())
     if list(dataset.thing_classes) != list(names):
         raise ValueError(f"{annotations} has thing categories {dataset.thing_classes[:6]}…, the model was trained on "
                          f"{names[:6]}…: evaluate on a dataset with the same categories")
+    semantic = model.sem_seg_head.predictor.out_channels
+    stuff = getattr(model, "stuff_classes", None)
+    if dataset.num_stuff_classes != semantic or (stuff is not None and list(dataset.stuff_classes) != list(stuff)):
+        raise ValueError(f"{annotations} has stuff categories {dataset.stuff_classes[1:6]}… "
+                         f"({dataset.num_stuff_classes} semantic classes with 'things'), the model predicts {semantic}"
+                         f"{f' ({stuff[1:6]}…)' if stuff else ''}: evaluate on a dataset with the same categories")
     out_dir = args.out_dir or str(Path(args.json or "panoptic_eval.json").with_suffix("")) + "_predictions"
     results = evaluate_panoptic(model, dataset, out_dir, device, batch_size=args.batch_size, overwrite=args.overwrite)
     metrics = panoptic_metrics(results)
@@ -102,13 +112,19 @@ def _eval_panoptic(args: argparse.Namespace, model, names, images, annotations, 
                            "predictions": out_dir, **metrics})
 
 
-def _write_panoptic(prediction: dict, stem: str, out_dir: Path) -> Path:
-    """The panoptic segmentation as a COCO panoptic PNG (id = R + 256 G + 256² B) and its segments as json."""
+def _write_panoptic(prediction: dict, stem: str, out_dir: Path, names, stuff_names) -> Path:
+    """The panoptic segmentation as a COCO panoptic PNG (id = R + 256 G + 256² B) and its segments as json, each
+    with its class name (things: ``category_id`` = label − 1; stuff: the semantic class, 0 = things)."""
     from .panoptic_format import write_panoptic_png
 
     target = out_dir / f"{stem}_panoptic.png"
     write_panoptic_png(target, prediction["panoptic_seg"].numpy())
-    write_json(str(out_dir / f"{stem}_panoptic.json"), {"segments_info": prediction["segments_info"]})
+    segments = []
+    for segment in prediction["segments_info"]:
+        table = names if segment["isthing"] else stuff_names
+        name = table[segment["category_id"]] if table and segment["category_id"] < len(table) else None
+        segments.append({**segment, "name": name})
+    write_json(str(out_dir / f"{stem}_panoptic.json"), {"segments_info": segments})
     return target
 
 
@@ -134,7 +150,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         found = [f"{names[int(label) - 1]} {score:.2f}" for label, score in
                  zip(prediction["labels"][keep], prediction["scores"][keep].tolist())]
         if "panoptic_seg" in prediction:
-            panoptic = _write_panoptic(prediction, Path(path).stem, out_dir)
+            panoptic = _write_panoptic(prediction, Path(path).stem, out_dir, names,
+                                       getattr(model, "stuff_classes", None))
             stuff = sum(not s["isthing"] for s in prediction["segments_info"])
             print(f"{path}: {len(prediction['segments_info']) - stuff} things + {stuff} stuff segments → {panoptic}")
         print(f"{path}: {len(found)} objects ≥ {args.score_thresh} [{', '.join(found)}] → {target}")

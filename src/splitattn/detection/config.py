@@ -23,7 +23,9 @@ class DetectModelConfig:
                   "cascade_panoptic_fpn"] = "faster_rcnn"
     backbone: str = "resnest50"
     pretrained_backbone: bool | str = True  # True = the zoo's ImageNet weights; or an official-layout file
-    overrides: dict[str, Any] = field(default_factory=dict)  # backbone create_model arguments
+    # further create_detector arguments: backbone ones (deform_stages, base_planes, ...) and head ones
+    # (sem_seg_norm, mask_head_norm, the panoptic combination thresholds)
+    overrides: dict[str, Any] = field(default_factory=dict)
     norm: Literal["syncbn", "bn", "frozenbn", "gn"] = "syncbn"
     head_norm: Literal["syncbn", "bn", "gn", "none"] | None = None  # None: follow norm
     freeze_at: int = 2
@@ -56,6 +58,8 @@ class DetectModelConfig:
             (0 <= self.freeze_at <= 5, "model.freeze_at must be 0..5 (2 = detectron2's default)"),
             (not self.kind.endswith("panoptic_fpn") or self.flavour == "detectron2",
              "model.kind panoptic_fpn / cascade_panoptic_fpn needs model.flavour=detectron2"),
+            (not {"sem_seg_classes", "kind", "num_classes"} & set(self.overrides),
+             "model.overrides cannot set sem_seg_classes, kind or num_classes: the data and model.kind decide them"),
         ]
 
     def sizes(self) -> tuple[int, ...]:
@@ -90,6 +94,9 @@ class DetectDataConfig:
     flip_prob: float = 0.5
     workers: int = 4
     strict: bool = False  # bad annotations are fatal instead of dropped and counted (training and validation)
+    # panoptic kinds: the PNG folders of the panoptic jsons (None: the json's path without .json, as COCO ships it)
+    train_panoptic_dir: str | None = None
+    val_panoptic_dir: str | None = None
 
     def rules(self) -> list[tuple[bool, str]]:
         return [(0.0 <= self.flip_prob <= 1.0, "data.flip_prob must be in [0, 1]"),

@@ -142,6 +142,10 @@ class CocoPanoptic(Dataset):
             if not isinstance(cat, dict) or "id" not in cat:
                 raise DatasetError(f"{self.ann_file}: a category lacks an 'id': {str(cat)[:200]}")
             if cat.get("isthing") not in (0, 1):  # True / False compare equal to 1 / 0
+                if "isthing" not in cat and "panoptic" not in self.ann_file.name:
+                    raise DatasetError(f"{self.ann_file}: its categories have no 'isthing': this looks like a COCO "
+                                       "instances json; point the annotations at a panoptic json "
+                                       "(panoptic_train2017.json / panoptic_val2017.json)")
                 raise DatasetError(f"{self.ann_file}: category {cat['id']} ({cat.get('name')}) has isthing="
                                    f"{cat.get('isthing')!r}; COCO panoptic categories mark things 1 and stuff 0")
         ids = [int(c["id"]) for c in categories]
@@ -225,7 +229,8 @@ class CocoPanoptic(Dataset):
             if not self.png_path(image_id).is_file():
                 missing_pngs.append(self.png_path(image_id))
         for missing, what, fix in ((missing_images, "image file(s)", f"image_dir={self.image_dir}"),
-                                   (missing_pngs, "panoptic PNG(s)", f"panoptic_dir={self.panoptic_dir}")):
+                                   (missing_pngs, "panoptic PNG(s)", f"the PNG folder {self.panoptic_dir}: "
+                                    "panoptic_dir=, --panoptic-dir or data.*_panoptic_dir")):
             if missing:
                 raise DatasetError(f"{len(missing)} {what} named in {self.ann_file} are missing, e.g. "
                                    f"{', '.join(str(p) for p in missing[:3])} (check {fix})")

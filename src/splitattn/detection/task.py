@@ -90,13 +90,13 @@ class DetectionTask(Task):
     def _setup_panoptic(self) -> None:
         """COCO panoptic data (detectron2's "separated" targets built from the PNGs) for the Panoptic FPN kinds."""
         d = self.cfg.data
-        self.train_set = CocoPanoptic(d.train_images, d.train_annotations, train=True, flip_prob=d.flip_prob,
-                                      strict=d.strict)
+        self.train_set = CocoPanoptic(d.train_images, d.train_annotations, d.train_panoptic_dir, train=True,
+                                      flip_prob=d.flip_prob, strict=d.strict)
         if len(self.train_set) == 0:
             raise DatasetError(f"{d.train_annotations} lists no images: check data.train_annotations")
         self.val_set = None
         if d.val_annotations:
-            self.val_set = CocoPanoptic(d.val_images, d.val_annotations, strict=d.strict)
+            self.val_set = CocoPanoptic(d.val_images, d.val_annotations, d.val_panoptic_dir, strict=d.strict)
             if (self.val_set.thing_classes, self.val_set.stuff_classes) != (self.train_set.thing_classes,
                                                                             self.train_set.stuff_classes):
                 raise DatasetError(f"{d.val_annotations} and {d.train_annotations} need the same thing and stuff "

@@ -24,7 +24,7 @@ Scope: ResNeSt backbones only: box, instance-segmentation and panoptic detectors
   ``ResNeSt-Base-Panoptic-FPN.yaml`` (META_ARCHITECTURE PanopticFPN, SEM_SEG_HEAD LOSS_WEIGHT 0.5, NORM SyncBN;
   ROI_MASK_HEAD keeps detectron2's defaults NUM_CONV 4 and NORM "", i.e. no norm; SEM_SEG_HEAD NUM_CLASSES default
   54; PANOPTIC_FPN.COMBINE defaults 0.5 / 4096 / 0.5), README table "Panoptic Segmentation" (bbox 51.00, mask 43.68,
-  PQ 47.90) with TEST.AUG ENABLED True in its config.
+  PQ 47.90); its config sets TEST.AUG ENABLED True, which detectron2's TTA cannot apply to PanopticFPN.
 
 Facts shared by every row (not repeated per row):
 - COCO-2017, 80 classes (detectron2 default ROI_HEADS.NUM_CLASSES 80; mmdet ``num_classes=80``); FPN; SyncBN in the
@@ -71,7 +71,6 @@ class DetectionCheckpointRow:
     notes: str = ""
     deformable: bool = False  # DCNv2 on res3-res5 with 2 deformable groups (the plug-in's DCN configs)
     pq: float | None = None  # panoptic quality, for the panoptic row
-    tta: bool = False  # the config enables detectron2's multi-scale + flip test (TEST.AUG.ENABLED)
 
 
 _D2_ROOT = "https://s3.us-west-1.wasabisys.com/resnest/detectron/"
@@ -86,8 +85,10 @@ _D2_SEG_AP = (
     "same figures in paper-facts.md §8.1"
 )
 _D2_PANOPTIC_AP = (
-    "zhanghang1989/ResNeSt d2/README.md @1dfb3e8, table 'Panoptic Segmentation' (COCO-2017 val; its config tests with "
-    "TEST.AUG enabled); paper-facts.md §8.1 lists PQ 47.9, PQth 55.1, PQst 37.0"
+    "zhanghang1989/ResNeSt d2/README.md @1dfb3e8, table 'Panoptic Segmentation' (COCO-2017 val). Its config sets "
+    "TEST.AUG.ENABLED, but detectron2's GeneralizedRCNNWithTTA cannot run PanopticFPN (PanopticFPN.inference takes "
+    "no given instances; detectron2 @02b5c4e read), so the PQ is not a TTA figure; whether train_net's separate TTA "
+    "pass fed the box / mask APs is not known; paper-facts.md §8.1 lists PQ 47.9, PQth 55.1, PQst 37.0"
 )
 _MMDET_AP = (
     "open-mmlab/mmdetection configs/resnest/metafile.yml @0c9092ff (same figures in configs/resnest/README.md "
@@ -371,13 +372,12 @@ DETECTION_CHECKPOINTS: tuple[DetectionCheckpointRow, ...] = (
         "README table 'Panoptic Segmentation' (bbox 51.00, mask 43.68, PQ 47.90); PanopticFPN with a cascade "
         f"instance branch ({_D2_CASCADE_NOTES}); 4conv1fc SyncBN box head, 4-conv mask head without norm, SyncBN "
         "semantic head (loss weight 0.5); short side range-sampled in [400, 1000], MAX_SIZE_TRAIN 1440; 3x (270k "
-        "iters, steps 240k/255k); TEST.AUG ENABLED True; TEST.PRECISE_BN on; no DCN; "
+        "iters, steps 240k/255k); TEST.AUG ENABLED True (without effect on PanopticFPN); TEST.PRECISE_BN on; no DCN; "
         "init resnest200_detectron-02644020.pth",
         train_sizes=(400, 1000),
         train_max_size=1440,
         mask_head_convs=4,
         pq=47.90,
-        tta=True,
     ),
     # ---- mmdetection (open-mmlab/mmdetection configs/resnest/metafile.yml) ----
     _mmdet_row(

@@ -216,9 +216,15 @@ class ResNeSt(nn.Module):
             raise ValueError(f"radix must be >= 0 and cardinality >= 1, got {radix}, {cardinality}")
         if stem_stride not in (1, 2, 4) or base_planes < 1:
             raise ValueError(f"stem_stride must be 1, 2 or 4 and base_planes >= 1, got {stem_stride}, {base_planes}")
+        deform_stages = (deform_stages,) if isinstance(deform_stages, int) else tuple(deform_stages)
         if any(stage not in (1, 2, 3, 4) for stage in deform_stages) or deform_groups < 1:
-            raise ValueError(f"deform_stages must list stages 1..4 (the paper's DCN: (2, 3, 4)) and deform_groups "
-                             f"must be >= 1, got {tuple(deform_stages)}, {deform_groups}")
+            raise ValueError(f"deform_stages must list stages 1..4 (the paper's DCN: [2, 3, 4]) and deform_groups "
+                             f"must be >= 1, got {deform_stages}, {deform_groups}")
+        for stage in deform_stages:  # the offset conv is grouped by deformable group over the 3×3's input
+            width = int(base_planes * 2 ** (stage - 1) * bottleneck_width / 64) * cardinality
+            if width % deform_groups:
+                raise ValueError(f"deform_groups={deform_groups} does not divide the {width} channels of stage "
+                                 f"{stage}'s 3×3 conv: choose a divisor (the paper's DCN uses 2)")
         if in_chans < 1 or num_classes < 0:
             raise ValueError(f"in_chans must be >= 1 and num_classes >= 0, got {in_chans}, {num_classes}")
         norm = get_norm_layer(norm_layer)
