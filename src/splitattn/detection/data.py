@@ -147,6 +147,17 @@ def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- dataset
+def problem_report(headline: str, problems: dict[str, int], examples: dict[str, list[str]],
+                   texts: dict[str, str]) -> str:
+    """``headline``, then each counted problem kind with its explanation and a few examples (the datasets'
+    ``problem_report``)."""
+    lines = [headline] + ([] if problems else ["  no problems found"])
+    for kind, count in sorted(problems.items()):
+        lines.append(f"  {kind}: {count} {texts.get(kind, '')}")
+        lines.extend(f"    e.g. {example}" for example in examples.get(kind, []))
+    return "\n".join(lines)
+
+
 def _per_box_tensors(inputs) -> tuple:
     """What SanitizeBoundingBoxes filters along with the boxes (masks are found on their own).
 
@@ -326,14 +337,9 @@ class CocoDetection(Dataset):
     def problem_report(self) -> str:
         """A readable summary of what was dropped / altered while reading the annotation file."""
         crowd = f" (+{self.num_crowd} crowd regions)" if self.num_crowd else ""
-        lines = [f"{self.ann_file}: {len(self.image_ids)} images ({self.num_empty_images} without annotations), "
-                 f"{self.num_kept} of {self.num_annotations} annotations kept{crowd}, {len(self.class_names)} classes"]
-        if not self.problems:
-            lines.append("  no problems found")
-        for kind, count in sorted(self.problems.items()):
-            lines.append(f"  {kind}: {count} {_PROBLEM_TEXT.get(kind, '')}")
-            lines.extend(f"    e.g. {example}" for example in self.problem_examples.get(kind, []))
-        return "\n".join(lines)
+        return problem_report(f"{self.ann_file}: {len(self.image_ids)} images ({self.num_empty_images} without "
+                              f"annotations), {self.num_kept} of {self.num_annotations} annotations kept{crowd}, "
+                              f"{len(self.class_names)} classes", self.problems, self.problem_examples, _PROBLEM_TEXT)
 
     def coco_ground_truth(self) -> dict:
         """The checked annotations as a COCO dict (boxes clipped to their image, crowd regions kept): what

@@ -37,7 +37,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..data.images import DatasetError, image_size, open_image
-from .data import mask_extents
+from .data import mask_extents, problem_report
 from .panoptic_format import MAX_SEGMENT_ID, read_panoptic_png, separated_category_mapping
 
 __all__ = ["IGNORE_LABEL", "CocoPanoptic"]
@@ -248,14 +248,9 @@ class CocoPanoptic(Dataset):
     def problem_report(self) -> str:
         """A readable summary of what was dropped / altered while reading the json (and the PNGs checked so far)."""
         segments = sum(len(t) for t in self._segments.values())
-        lines = [f"{self.ann_file}: {len(self.image_ids)} images, {segments} segments kept, "
-                 f"{len(self.thing_classes)} thing and {len(self.stuff_classes) - 1} stuff classes"]
-        if not self.problems:
-            lines.append("  no problems found")
-        for kind, count in sorted(self.problems.items()):
-            lines.append(f"  {kind}: {count} {_PROBLEMS[kind][1]}")
-            lines.extend(f"    e.g. {example}" for example in self.problem_examples.get(kind, []))
-        return "\n".join(lines)
+        return problem_report(f"{self.ann_file}: {len(self.image_ids)} images, {segments} segments kept, "
+                              f"{len(self.thing_classes)} thing and {len(self.stuff_classes) - 1} stuff classes",
+                              self.problems, self.problem_examples, {k: v[1] for k, v in _PROBLEMS.items()})
 
     def panoptic_ground_truth(self) -> dict:
         """The checked json (kept images and segments, categories): what PQ is scored against, with the PNGs of

@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from ..data.images import DatasetError
-from ..engine.checkpoint import LAST, read_training_checkpoint
+from ..engine.checkpoint import read_training_checkpoint
 from ..engine.distributed import DistInfo, shutdown_distributed
-from ..engine.hooks import CheckpointHook
 from ..engine.loop import RunSummary, Task, Trainer, autocast, split_batch, to_device
 from ..engine.precise_bn import update_bn_stats
 from ..engine.sampler import iteration_batches
@@ -179,8 +178,7 @@ class DetectionTask(Task):
 
     def evaluate(self, model: nn.Module, step: int, final: bool) -> dict[str, float]:
         # also without a validation set: the checkpoints written after an evaluation keep the statistics
-        if self.precise_bn(model, step) and final:
-            self._rewrite_last_checkpoint(step)
+        self.precise_bn(model, step)
         if self.val_set is None:
             return {}
         t, e = self.trainer, self.cfg.engine
@@ -191,13 +189,6 @@ class DetectionTask(Task):
             return panoptic_metrics(results) if results else {}
         return evaluate_detector(model, self.val_set, t.device, e.amp, e.eval_batch_size or self.eval_batch_size,
                                  t.dist.rank, t.dist.world, progress=e.progress)
-
-    def _rewrite_last_checkpoint(self, step: int) -> None:
-        """The engine may write ``last.pth`` after the last step and before the final evaluation; precise BN
-        has just changed the model, so write it again (detectron2 runs ``PreciseBN`` before its checkpointer)."""
-        t = self.trainer
-        if any(isinstance(hook, CheckpointHook) and hook.saved_step == step for hook in t.hooks):
-            t.save(LAST)
 
     def meta(self) -> dict[str, Any]:
         return {"kind": self.cfg.model.kind, "backbone": self.cfg.model.backbone,

@@ -86,7 +86,9 @@ class CheckpointHook(HookBase):
     def after_step(self) -> None:
         t = self.trainer
         self._keep_best()
-        if t.step % self.period == 0 or t.interrupted:
+        # the last step's checkpoint waits for after_train: the final evaluation runs first and may change the
+        # model (precise BN recomputes BatchNorm statistics)
+        if (t.step % self.period == 0 and t.step < t.max_steps) or t.interrupted:
             self._save_last()
 
     def after_train(self) -> None:
