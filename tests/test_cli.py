@@ -104,7 +104,7 @@ def test_every_verb_that_runs_a_model_takes_device():
 
     verbs = _verbs(build_parser())
     runs_models = {"train", "eval", "predict", "demo", "bench", "detect train", "detect eval", "detect predict",
-                   "segment train", "segment eval", "segment predict"}
+                   "segment train", "segment eval", "segment predict", "explain"}
     assert runs_models <= set(verbs)
     for verb in runs_models:
         assert "--device" in verbs[verb].format_help(), verb

@@ -15,6 +15,7 @@ from pathlib import Path
 from .cli_common import (
     add_device_argument,
     add_max_pixels_argument,
+    add_weights_argument,
     apply_max_pixels,
     device_of,
     positive_int,
@@ -56,11 +57,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> None:
-    from .models.weights import resolve_checkpoint
+    from .models.weights import download_checkpoint, resolve_checkpoint
     from .models.zoo import get_entry
 
     for name in args.names:
-        print(f"{name}: {resolve_checkpoint(True, get_entry(name))}")
+        entry = get_entry(name)
+        if args.source == "official" and entry.checkpoint:  # no Hub fallback
+            ckpt = entry.checkpoint
+            path = download_checkpoint(ckpt.urls, ckpt.filename, ckpt.sha256_prefix)
+        else:  # auto: official URLs, then the Hub copies; hf-hub: the Hub copy only
+            path = resolve_checkpoint(True if args.source != "hf-hub" else "hf-hub", entry)
+        print(f"{name}: {path}")
 
 
 def _load_for_export(args: argparse.Namespace):
@@ -68,9 +75,9 @@ def _load_for_export(args: argparse.Namespace):
     from .models.zoo import get_entry
 
     if Path(args.source).exists():
-        return load_predictor(args.source, args.model, False, verb="export")
+        return load_predictor(args.source, args.model, False, verb="export", weights=args.weights)
     get_entry(args.source)  # an unknown name fails here with the close matches
-    return load_predictor(None, args.source, args.pretrained)
+    return load_predictor(None, args.source, args.pretrained, weights=args.weights)
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -132,10 +139,12 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
+    if Path(args.output).exists() and not args.overwrite:
+        raise CheckpointError(f"{args.output} already exists: pass --overwrite to replace it, or choose another output")
     if args.detector:
         from .detection.convert import convert_detector_file
 
-        for note in convert_detector_file(args.source, args.output):
+        for note in convert_detector_file(args.source, args.output, fmt=args.to):
             print(note)
         print(f"wrote {args.output} (a splitattn detector state_dict: "
               "create_detector(KIND, BACKBONE, flavour='detectron2', pretrained=PATH))")
@@ -143,14 +152,27 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     if args.segmenter:
         from .segmentation.convert import convert_segmenter_file
 
-        for note in convert_segmenter_file(args.source, args.output):
+        for note in convert_segmenter_file(args.source, args.output, fmt=args.to):
             print(note)
         return
     from .models.key_converters import convert_checkpoint_file
 
-    for note in convert_checkpoint_file(args.source, args.output, source=args.layout):
+    for note in convert_checkpoint_file(args.source, args.output, source=args.layout, fmt=args.to):
         print(note)
     print(f"wrote {args.output} (official ResNeSt keys: load with create_model(..., pretrained=PATH))")
+
+
+def _cmd_explain(args: argparse.Namespace) -> None:
+    from .classification.inference import load_predictor
+    from .explain import plan, run_explain
+
+    apply_max_pixels(args)
+    if not args.checkpoint and not args.model:
+        raise ValueError("pass --model NAME (with --pretrained for the released weights) or --checkpoint FILE")
+    plan(args.source, args.out, args.overwrite)  # a wrong path or an existing output fails before any download
+    predictor = load_predictor(args.checkpoint, args.model, args.pretrained, "explain", device_of(args), args.weights)
+    for line in run_explain(predictor, args.source, args.out, args.overwrite, args.batch_size):
+        print(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("download", help="fetch released checkpoints into the cache (sha256-checked)")
     p.add_argument("names", nargs="+", help="model names")
+    p.add_argument("--source", choices=["auto", "official", "hf-hub"], default="auto",
+                   help="auto: official URLs, then the Hugging Face Hub copy (default); official; hf-hub")
     p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser("export", help="write ONNX or TorchScript (dynamic batch), then run it and compare")
@@ -182,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="zoo model name for a plain state_dict")
     p.add_argument("--pretrained", action="store_true", help="the released weights of the named model")
     p.add_argument("--output", help="output file (default: NAME[-deploy].onnx / .pt here)")
+    add_weights_argument(p)
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--images", nargs="*", help="real images to check the export on (default: the sample photos "
                                                "shipped with splitattn)")
@@ -211,8 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="detectron2 / mmdet / mmseg / mmpretrain / PyTorch-Encoding ResNeSt checkpoint "
                                        "→ official key layout")
-    p.add_argument("source", help="checkpoint file (.pth)")
-    p.add_argument("output", help="output state_dict file")
+    p.add_argument("source", help="checkpoint file (.pth or .safetensors)")
+    p.add_argument("output", help="output state_dict file (.safetensors: written as safetensors)")
+    p.add_argument("--to", choices=["pth", "safetensors"], help="output format (default: from the output's extension)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--from", dest="layout", default="auto",
                    choices=["auto", "official", "detectron2", "mmdet", "mmpretrain"],
                    help="source key layout (default: detected)")
@@ -221,6 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmenter", action="store_true",
                    help="keep the whole segmenter (a PyTorch-Encoding DeepLabV3 / FCN or an mmseg ResNeSt file)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("explain", help="split-attention maps: how each block divides attention between its splits "
+                                       "(PNG + JSON)")
+    p.add_argument("source", metavar="IMAGE_OR_FOLDER", help="an image, or a folder of images (summarised by "
+                                                             "predicted class)")
+    p.add_argument("--model", help="zoo model name (random weights unless --pretrained), or for a plain state_dict")
+    p.add_argument("--pretrained", action="store_true", help="the released weights of --model")
+    p.add_argument("--checkpoint", help="a classification training checkpoint (runs/…/best.pth)")
+    p.add_argument("--out", default="split_attention", help="output folder (default ./split_attention)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier output files of the same name")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
+    add_weights_argument(p)
+    add_device_argument(p)
+    add_max_pixels_argument(p)
+    p.set_defaults(func=_cmd_explain)
 
     from .classification.cli import add_commands as classification_commands
     from .detection.cli import add_commands as detection_commands

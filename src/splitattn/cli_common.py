@@ -42,6 +42,13 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                         help="where to run (default auto: cuda when available, else cpu)")
 
 
+def add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    """``--weights model|ema``: which weights of a training checkpoint to load (engine/checkpoint.py)."""
+    parser.add_argument("--weights", choices=["model", "ema"], default="model",
+                        help="a training checkpoint's weights to use: the model's (default) or their EMA "
+                             "(runs with engine.ema_decay > 0)")
+
+
 def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=non_negative_int, metavar="N",
                         help="largest image (width × height) to decode, 0 = no limit (default: SPLITATTN_MAX_PIXELS "

@@ -17,6 +17,8 @@ PACKAGES = {
     "onnxruntime": ("onnxruntime", "export"),
     "torch.utils.tensorboard": ("tensorboard", "train"),
     "timm": ("timm", "bench"),
+    "safetensors": ("safetensors", "hub"),
+    "huggingface_hub": ("huggingface_hub", "hub"),
 }
 
 

@@ -77,6 +77,8 @@ def entry_report(name: str, measured: Measured | None = None) -> str:
         cached = cache_dir() / ckpt.filename
         lines += [f"  checkpoint     {ckpt.filename} (sha256 {ckpt.sha256_prefix}…, {ckpt.trained_with})",
                   *[f"    url          {url}" for url in ckpt.urls],
+                  *[f"    hf-hub       {hub.spec} ({hub.filename} @ {hub.revision}, {hub.keys} keys; another copy)"
+                    for hub in ckpt.hub_files],
                   f"    cache        {cached} ({'present' if cached.is_file() else 'not downloaded'})"]
     else:
         lines.append("  checkpoint     none released; pass pretrained='/path/or/url.pth'")

@@ -8,6 +8,7 @@ from ..cli_common import (
     add_device_argument,
     add_max_pixels_argument,
     add_train_parser,
+    add_weights_argument,
     apply_max_pixels,
     device_of,
     non_negative_int,
@@ -34,7 +35,7 @@ def _predictor(args: argparse.Namespace, verb: str):
     from ..deploy import compile_for_inference, deploy
     from .inference import load_predictor
 
-    predictor = load_predictor(args.checkpoint, args.model, args.pretrained, verb, device_of(args))
+    predictor = load_predictor(args.checkpoint, args.model, args.pretrained, verb, device_of(args), args.weights)
     if args.deploy:
         predictor.model = deploy(predictor.model)
     if args.compile:
@@ -86,6 +87,7 @@ def add_commands(sub) -> None:
         p.add_argument("--pretrained", action="store_true", help="use the released weights of --model")
         p.add_argument("--deploy", action="store_true", help="run the fused inference form (splitattn.deploy)")
         p.add_argument("--compile", action="store_true", help="torch.compile with frozen weights (slow first call)")
+        add_weights_argument(p)
         add_device_argument(p)
         add_max_pixels_argument(p)
         if name == "eval":

@@ -22,6 +22,7 @@ class ModelConfig:
     pretrained: bool | str = False  # True = released weights, or a path / URL
     overrides: dict[str, Any] = field(default_factory=dict)  # any create_model argument
     drop_rate: float | None = None  # dropout before fc; None = the zoo's (0.2 for 200/269)
+    grad_checkpointing: bool | list[int] = False  # recompute the backbone's blocks in backward: True, or stages [3, 4]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from torch import nn
 from torchvision import transforms
 
 from ..data.transforms import ToMode, create_transform
-from ..engine.checkpoint import check_training_checkpoint, checkpoint_task
+from ..engine.checkpoint import check_training_checkpoint, checkpoint_task, checkpoint_weights
 from ..models.factory import create_model
 from ..models.weights import CheckpointError, load_weights, read_checkpoint_file
 from .transforms import small_image_eval_transform
@@ -58,19 +58,23 @@ def checkpoint_transform(meta: dict) -> transforms.Compose:
 
 
 def load_predictor(checkpoint: str | None = None, model_name: str | None = None, pretrained: bool = False,
-                   verb: str = "predict", device: torch.device | str = "cpu") -> Predictor:
+                   verb: str = "predict", device: torch.device | str = "cpu", weights: str = "model") -> Predictor:
     """From ``checkpoint`` (a classification training checkpoint, or a state_dict for ``model_name``) or
     ``model_name`` (random or released weights). A checkpoint of another task is a CheckpointError naming
-    the command that reads it."""
+    the command that reads it. ``weights="ema"``: a training checkpoint's EMA weights instead of the model's."""
     device = torch.device(device)
     obj = read_checkpoint_file(checkpoint) if checkpoint else None
     if obj is not None and checkpoint_task(obj) is not None:
         ckpt = check_training_checkpoint(obj, checkpoint, "classification", verb)
         meta = ckpt["meta"]
         model = create_model(meta["model_name"], **meta["model_kwargs"])
-        model.load_state_dict(ckpt["model"])
-        return Predictor(model.eval().to(device), checkpoint_transform(meta), list(meta["classes"]), checkpoint,
+        model.load_state_dict(checkpoint_weights(ckpt, weights, checkpoint))
+        source = f"{checkpoint} (EMA weights)" if weights == "ema" else checkpoint
+        return Predictor(model.eval().to(device), checkpoint_transform(meta), list(meta["classes"]), source,
                          {**meta, "config": ckpt["config"]}, device)
+    if weights == "ema":
+        raise CheckpointError("--weights ema needs a training checkpoint that kept an EMA (a run with "
+                              "engine.ema_decay > 0): drop --weights ema for zoo models and plain state_dicts")
     if not model_name:
         raise CheckpointError(f"{checkpoint} is a plain state_dict, which does not say which network it is: pass "
                               "--model NAME with it" if checkpoint else "pass --checkpoint FILE or --model NAME")

@@ -17,6 +17,7 @@ from ..engine.distributed import DistInfo, gather_objects, shutdown_distributed
 from ..engine.loop import RunSummary, Task, Trainer
 from ..layers import set_drop_block_prob
 from ..models.factory import create_model
+from ..models.resnest import set_grad_checkpointing
 from ..models.weights import CheckpointError
 from .config import ClassificationConfig
 from .data import DataBundle, build_data
@@ -53,8 +54,10 @@ class ClassificationTask(Task):
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
-        return create_model(m.name, pretrained=m.pretrained, progress=self.trainer.dist.is_main,
-                            **self.model_kwargs())
+        model = create_model(m.name, pretrained=m.pretrained, progress=self.trainer.dist.is_main,
+                             **self.model_kwargs())
+        set_grad_checkpointing(model, m.grad_checkpointing)
+        return model
 
     # ------------------------------------------------------------------ schedule
     def total_steps(self) -> int:

@@ -9,6 +9,7 @@ from ..cli_common import (
     add_device_argument,
     add_max_pixels_argument,
     add_train_parser,
+    add_weights_argument,
     apply_max_pixels,
     device_of,
     metrics_text,
@@ -35,6 +36,9 @@ def _load_model(args: argparse.Namespace, device, verb: str):
     class names as ``model.stuff_classes`` (None for a released one)."""
     if args.tta_sizes and not args.tta:
         raise ValueError("--tta-sizes sets the sizes of --tta: add --tta")
+    if args.pretrained and args.weights == "ema":
+        raise ValueError("--weights ema needs a --checkpoint of a run that kept an EMA (engine.ema_decay > 0): "
+                         "drop it for --pretrained")
     if args.pretrained:
         from .factory import create_detector
         from .zoo import COCO_CLASSES
@@ -45,7 +49,7 @@ def _load_model(args: argparse.Namespace, device, verb: str):
     else:
         from .task import load_detector_checkpoint
 
-        model, ckpt = load_detector_checkpoint(args.checkpoint, device, verb=verb)
+        model, ckpt = load_detector_checkpoint(args.checkpoint, device, verb=verb, weights=args.weights)
         names, data = ckpt["meta"]["class_names"], ckpt["config"]["data"]
         model.stuff_classes = ckpt["meta"].get("stuff_classes")
     if args.tta:
@@ -172,6 +176,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     which.add_argument("--checkpoint", help="a `detect train` checkpoint: runs/…/checkpoints/last.pth")
     which.add_argument("--pretrained", metavar="NAME",
                        help="a released COCO detector (see `splitattn list --task detect`), downloaded and cached")
+    add_weights_argument(p)
     p.add_argument("--tta", action="store_true",
                    help="detectron2's multi-scale + flip test (short sides 400..1200, max 4000; detectron2 flavour)")
     p.add_argument("--tta-sizes", type=_sizes, metavar="S1,S2,...",

@@ -26,6 +26,7 @@ class DetectModelConfig:
     # further create_detector arguments: backbone ones (deform_stages, base_planes, ...) and head ones
     # (sem_seg_norm, mask_head_norm, the panoptic combination thresholds)
     overrides: dict[str, Any] = field(default_factory=dict)
+    grad_checkpointing: bool | list[int] = False  # recompute the backbone's blocks in backward: True, or stages [3, 4]
     norm: Literal["syncbn", "bn", "frozenbn", "gn"] = "syncbn"
     head_norm: Literal["syncbn", "bn", "gn", "none"] | None = None  # None: follow norm
     freeze_at: int = 2

@@ -124,8 +124,8 @@ def to_detector_state_dict(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor]
     return from_detectron2(sd)
 
 
-def convert_detector_file(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
+def convert_detector_file(src: str | os.PathLike, dst: str | os.PathLike, fmt: str | None = None) -> list[str]:
     """Read ``src`` safely (weights only), convert the whole detector, write ``dst`` atomically; return notes."""
     state, notes = to_detector_state_dict(read_checkpoint_file(src))
-    atomic_save(state, dst)
+    atomic_save(state, dst, fmt=fmt)  # fmt None: safetensors for a .safetensors dst
     return notes + [f"wrote {len(state)} tensors to {dst}"]

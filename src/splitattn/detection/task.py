@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from ..data.images import DatasetError
-from ..engine.checkpoint import read_training_checkpoint
+from ..engine.checkpoint import checkpoint_weights, read_training_checkpoint
 from ..engine.distributed import DistInfo, shutdown_distributed
 from ..engine.loop import RunSummary, Task, Trainer, autocast, split_batch, to_device
 from ..engine.precise_bn import update_bn_stats
 from ..engine.sampler import iteration_batches
+from ..models import set_grad_checkpointing
 from ..seeding import derive_seed
 from .config import DetectConfig, detect_config_from_dict
 from .data import CocoDetection, collate_detection
@@ -40,14 +41,16 @@ def learning_rate(iteration: int, base_lr: float, steps: list[int], gamma: float
     return base_lr * decay
 
 
-def load_detector_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", verb: str = "eval"):
-    """(model in eval mode, checkpoint dict) from a ``splitattn detect train`` checkpoint."""
+def load_detector_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", verb: str = "eval",
+                             weights: str = "model"):
+    """(model in eval mode, checkpoint dict) from a ``splitattn detect train`` checkpoint; ``weights="ema"``: its
+    EMA weights."""
     ckpt = read_training_checkpoint(path, "detection", verb)
     cfg = detect_config_from_dict(ckpt["config"])
     cfg.model.pretrained_backbone = False  # the checkpoint has every weight
     model = create_detector(**cfg.model.detector_kwargs(ckpt["meta"]["num_classes"], progress=False,
                                                         sem_seg_classes=ckpt["meta"].get("sem_seg_classes")))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(checkpoint_weights(ckpt, weights, path))
     return model.to(map_location).eval(), ckpt
 
 
@@ -108,9 +111,11 @@ class DetectionTask(Task):
         return self.train_set.num_stuff_classes if self.panoptic else None
 
     def build_model(self) -> nn.Module:
-        return create_detector(**self.cfg.model.detector_kwargs(self.train_set.num_classes,
-                                                               progress=self.trainer.dist.is_main,
-                                                               sem_seg_classes=self._sem_seg_classes()))
+        model = create_detector(**self.cfg.model.detector_kwargs(self.train_set.num_classes,
+                                                                progress=self.trainer.dist.is_main,
+                                                                sem_seg_classes=self._sem_seg_classes()))
+        set_grad_checkpointing(model, self.cfg.model.grad_checkpointing)
+        return model
 
     def total_steps(self) -> int:
         return self.cfg.optim.max_iters
@@ -182,8 +187,9 @@ class DetectionTask(Task):
         if self.val_set is None:
             return {}
         t, e = self.trainer, self.cfg.engine
-        if self.panoptic:  # COCO panoptic files of this evaluation under the run, then PQ
-            results = evaluate_panoptic(model, self.val_set, Path(t.out_dir) / "panoptic_eval" / f"step_{step}",
+        if self.panoptic:  # COCO panoptic files of this evaluation under the run (the EMA's apart), then PQ
+            folder = f"step_{step}" + ("_ema" if t.evaluating == "ema" else "")
+            results = evaluate_panoptic(model, self.val_set, Path(t.out_dir) / "panoptic_eval" / folder,
                                         t.device, e.eval_batch_size or self.eval_batch_size, e.amp,
                                         progress=e.progress, overwrite=True, rank=t.dist.rank, world=t.dist.world)
             return panoptic_metrics(results) if results else {}

@@ -4,13 +4,18 @@ A checkpoint is a dict of tensors and plain values (read back with ``weights_onl
 
     {"format": 2, "task": "classification" | "detection" | "segmentation", "step": int, "total_steps": int,
      "model": state_dict, "optimizer": ..., "scaler": ..., "hooks": {...}, "config": {...},
-     "meta": {what rebuilding the model needs: architecture, classes, preprocessing}, "splitattn_version": str}
+     "meta": {what rebuilding the model needs: architecture, classes, preprocessing}, "splitattn_version": str,
+     "model_ema": state_dict, "ema_updates": int}   # the last two only when engine.ema_decay > 0 (engine/ema.py)
+
+:func:`checkpoint_weights` picks the weights the eval / predict / export verbs load (``--weights model|ema``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..models.weights import CheckpointError, read_checkpoint_file
 
@@ -51,6 +56,21 @@ def check_training_checkpoint(ckpt: Any, path: str | Path, task: str, verb: str 
     what = "a plain state_dict" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
     raise CheckpointError(f"{path} is {what}, not a {task} training checkpoint (train one with "
                           f"`{TASK_COMMANDS[task]} train`)")
+
+
+WEIGHTS = ("model", "ema")  # --weights: the trained model's own weights (the default) or their EMA
+
+
+def checkpoint_weights(ckpt: dict[str, Any], weights: str = "model", path: str | Path = "the checkpoint") \
+        -> dict[str, torch.Tensor]:
+    """The state_dict of a training checkpoint's ``weights``: "model" or "ema" (a CheckpointError when the run kept no
+    EMA)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r}: choose one of {', '.join(WEIGHTS)}")
+    if weights == "ema" and "model_ema" not in ckpt:
+        raise CheckpointError(f"{path} holds no EMA weights (its run had engine.ema_decay=0): use --weights model, "
+                              "or train with engine.ema_decay=0.9998 (say) to keep an EMA")
+    return ckpt["model_ema" if weights == "ema" else "model"]
 
 
 def find_resume(out_dir: Path, resume: str) -> Path | None:

@@ -46,9 +46,21 @@ class EngineConfig:
     log_every_steps: int = 20
     tensorboard: bool = True  # when the tensorboard package is installed
     progress: bool = True
+    # model EMA (engine/ema.py): 0 = off; else the decay β per update, EMA ← β·EMA + (1−β)·weights (timm: 0.9998)
+    ema_decay: float = 0.0
+    ema_warmup: bool = False  # β_k = min(ema_decay, 1 − (1 + (k−1)/gamma)^−power) for update k (timm ModelEmaV3)
+    ema_warmup_gamma: float = 1.0
+    ema_warmup_power: float = 2 / 3  # timm's default; 3/4 for shorter runs
+    ema_every_steps: int = 1  # one EMA update every N optimizer steps
+    ema_device: Literal["same", "cpu"] = "same"  # same: the training device; cpu: keeps accelerator memory free
 
     def rules(self) -> list[tuple[bool, str]]:
         return [
+            (0.0 <= self.ema_decay < 1.0,
+             f"engine.ema_decay={self.ema_decay} must be in [0, 1): 0 turns the EMA off, e.g. 0.9998 turns it on"),
+            (self.ema_every_steps >= 1, "engine.ema_every_steps must be >= 1 (1: an EMA update after every step)"),
+            (self.ema_warmup_gamma > 0 and self.ema_warmup_power > 0,
+             "engine.ema_warmup_gamma and engine.ema_warmup_power must be > 0 (timm's defaults: 1 and 2/3)"),
             (self.checkpoint_every_steps >= 0 and self.eval_every_steps >= 0,
              "engine.checkpoint_every_steps and engine.eval_every_steps must be >= 0 (0: the task's period)"),
             (self.log_every_steps >= 1, "engine.log_every_steps must be >= 1"),

@@ -1,7 +1,8 @@
-"""The hooks every run has: learning-rate schedule, evaluation, checkpoints, logs and pictures.
+"""The hooks every run has: learning-rate schedule, model EMA, evaluation, checkpoints, logs and pictures.
 
-They run in this order after each step: evaluation (so a checkpoint can tell a new best), checkpoints,
-logs. Every process runs every hook (evaluation is distributed); only the main process writes files.
+They run in this order after each step: the EMA update (engine.ema_decay > 0), evaluation (so a checkpoint can
+tell a new best), checkpoints, logs. Every process runs every hook (evaluation is distributed); only the main
+process writes files.
 """
 
 from __future__ import annotations
@@ -27,23 +28,65 @@ class LRScheduleHook(HookBase):
             group["lr"] = t.lr * group.get("lr_mult", 1.0)
 
 
-class EvalHook(HookBase):
-    """Evaluates every ``period`` steps and at the end (unless a signal stopped the run)."""
+def shown_metrics(trainer: Trainer) -> tuple[str, ...]:
+    """The task's metrics to print and draw, and their ``ema_`` twins when the run keeps an EMA."""
+    metrics = tuple(trainer.task.metrics)
+    return metrics + tuple(f"ema_{m}" for m in metrics) if trainer.ema is not None else metrics
+
+
+class EMAHook(HookBase):
+    """Updates the model EMA (``trainer.ema``, engine/ema.py) after every ``period``-th optimizer step; says at the
+    end when the EMA set the best metric. Its weights and update count live in the checkpoints ("model_ema",
+    "ema_updates"), written by the Trainer."""
 
     def __init__(self, period: int):
         self.period = period
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.step % self.period == 0:  # a signal-stopped step counts too: its checkpoint holds the update
+            t.ema.update(t.model)
+
+    @property
+    def notes(self) -> list[str]:
+        """Read by the Trainer once every hook's after_train has run (the final evaluation may set the best)."""
+        best = next((h.best for h in self.trainer.hooks if isinstance(h, CheckpointHook) and h.best), None)
+        if not best or best.get("weights") != "ema":
+            return []
+        return [f"best.pth: the EMA weights set the best {best['metric']} ({best['value']:.4g} at step "
+                f"{best['step']}): use them with --weights ema (eval, predict, export)"]
+
+
+class EvalHook(HookBase):
+    """Evaluates every ``period`` steps and at the end (unless a signal stopped the run); with a model EMA, the EMA
+    too (its metrics named ``ema_<metric>``)."""
+
+    def __init__(self, period: int):
+        self.period = period
+
+    def _evaluate_ema(self, final: bool) -> dict[str, Any]:
+        t = self.trainer
+        t.evaluating = "ema"
+        try:
+            with t.ema.placed(t.device) as module:
+                metrics = t.task.evaluate(module, t.step, final)
+        finally:
+            t.evaluating = "model"
+        return {f"ema_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
 
     def _evaluate(self, final: bool) -> None:
         t = self.trainer
         metrics = t.task.evaluate(t.model, t.step, final)
         t.train_module.train()
+        if t.ema is not None:
+            metrics = {**metrics, **self._evaluate_ema(final)}
         t.metrics, t.metrics_step = metrics, t.step
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if not scalars or not t.dist.is_main:
             return
         position = t.task.position(t.step)
         t.logbook.evaluation({"step": t.step, **position, "train_loss": t.record.get("loss"), **scalars})
-        shown = ", ".join(f"{k} {scalars[k]:.4g}" for k in t.task.metrics if k in scalars)
+        shown = ", ".join(f"{k} {scalars[k]:.4g}" for k in shown_metrics(t) if k in scalars)
         where = "".join(f", {k} {v}" for k, v in position.items())
         loss = f", train loss {t.record['loss']:.4f}" if "loss" in t.record else ""
         print(f"step {t.step}/{t.total_steps}{where}: {shown}{loss}", flush=True)
@@ -61,7 +104,7 @@ class EvalHook(HookBase):
 
 class CheckpointHook(HookBase):
     """``last.pth`` every ``period`` steps, when a signal stops the run and at the end; ``best.pth`` whenever the
-    task's ``best_metric`` reaches a new high."""
+    task's ``best_metric`` reaches a new high, of the model or of its EMA (``best["weights"]`` says which)."""
 
     def __init__(self, period: int, metric: str | None):
         self.period, self.metric = period, metric
@@ -74,9 +117,15 @@ class CheckpointHook(HookBase):
         if not self.metric or t.metrics_step != t.step or self.checked_step == t.step:
             return
         self.checked_step = t.step
-        value = t.metrics.get(self.metric)
-        if isinstance(value, (int, float)) and (self.best is None or value > self.best["value"]):
-            self.best = {"metric": self.metric, "value": value, "step": t.step}
+        scored = [(value, weights) for value, weights in ((t.metrics.get(self.metric), "model"),
+                                                          (t.metrics.get(f"ema_{self.metric}"), "ema"))
+                  if isinstance(value, (int, float))]
+        if not scored:
+            return
+        value, weights = max(scored, key=lambda pair: pair[0])  # a tie goes to the model
+        if self.best is None or value > self.best["value"]:
+            self.best = {"metric": self.metric, "value": value, "step": t.step,
+                         **({"weights": weights} if t.ema is not None else {})}
             self.files["best"] = str(t.save(BEST))
 
     def _save_last(self) -> None:
@@ -146,7 +195,7 @@ class LoggingHook(HookBase):
         if available("matplotlib"):
             from .plots import plot_curves
 
-            self.files["curves"] = str(plot_curves(t.out_dir, t.task.metrics))
+            self.files["curves"] = str(plot_curves(t.out_dir, shown_metrics(t)))
             self.files.update(t.task.finish(t.model, Path(t.out_dir), t.metrics))
         else:
             self.notes.append("curves.png and prediction pictures not written: pip install 'splitattn[plots]'")
@@ -159,6 +208,7 @@ class LoggingHook(HookBase):
 def default_hooks(trainer: Trainer) -> list[HookBase]:
     e = trainer.cfg.engine
     period = trainer.task.period()
-    return [LRScheduleHook(), EvalHook(e.eval_every_steps or period),
+    ema = [EMAHook(e.ema_every_steps)] if trainer.ema is not None else []
+    return [LRScheduleHook(), *ema, EvalHook(e.eval_every_steps or period),
             CheckpointHook(e.checkpoint_every_steps or period, trainer.task.best_metric),
             LoggingHook(e.log_every_steps, e.progress)]

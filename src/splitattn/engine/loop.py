@@ -42,6 +42,7 @@ from .allocator import keep_freed_memory
 from .checkpoint import FORMAT, LAST, checkpoint_task, existing_run, find_resume
 from .config import ConfigError, TaskConfig
 from .distributed import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed
+from .ema import ModelEma, build_ema
 from .logbook import Logbook
 from .optim import parameter_groups
 
@@ -273,6 +274,8 @@ class Trainer:
         resume = self._check_out_dir()
 
         task.setup(self)
+        self.ema: ModelEma | None = None  # engine.ema_decay > 0: set by _build_model
+        self.evaluating = "model"  # which weights an evaluation runs on: "model" | "ema" (tasks that write files)
         self.model = self._build_model()
         self.optimizer = torch.optim.SGD(task.param_groups(self.model), lr=0.0, momentum=o.momentum,
                                          nesterov=o.nesterov and o.momentum > 0)
@@ -330,6 +333,7 @@ class Trainer:
         model = model.to(self.device)
         if e.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        self.ema = build_ema(model, e, self.device)  # of the plain module, before compile and DDP wrap it
         self.train_module = torch.compile(model) if e.compile else model
         if self.dist.enabled:
             devices = [self.device.index] if self.device.type == "cuda" else None
@@ -342,7 +346,9 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else {},
                 "hooks": {type(h).__name__: h.state_dict() for h in self.hooks}, "config": self.cfg.to_dict(),
-                "meta": self.task.meta(), "splitattn_version": __version__}
+                "meta": self.task.meta(), "splitattn_version": __version__,
+                **({"model_ema": self.ema.state_dict(), "ema_updates": self.ema.updates}
+                   if self.ema is not None else {})}
 
     def save(self, name: str = LAST) -> Path:
         """Write the checkpoint ``out_dir/checkpoints/name`` (main process), atomically."""
@@ -359,6 +365,7 @@ class Trainer:
                                   "this splitattn version. Start afresh with --overwrite or another --out-dir")
         self.task.check_resume(ckpt["meta"], path)
         self.model.load_state_dict(ckpt["model"])
+        self._restore_ema(ckpt, path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler and ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -368,6 +375,15 @@ class Trainer:
         if self.dist.is_main:
             where = "".join(f", {k} {v}" for k, v in self.task.position(self.step).items())
             print(f"resumed from {path} at step {self.step} of {self.total_steps}{where}", flush=True)
+
+    def _restore_ema(self, ckpt: dict[str, Any], path: Path) -> None:
+        """The EMA's weights and update count as saved (so the resumed EMA is the uninterrupted run's)."""
+        if self.ema is not None and "model_ema" in ckpt:
+            self.ema.load_state_dict(ckpt["model_ema"], ckpt["ema_updates"])
+        elif self.dist.is_main and (self.ema is not None or "model_ema" in ckpt):
+            print(f"{path} has no EMA: it starts from the next step's weights" if self.ema is not None else
+                  f"{path} has an EMA but engine.ema_decay=0: it is not continued (set engine.ema_decay to keep it)",
+                  flush=True)
 
     # ------------------------------------------------------------------ one step
     def run_step(self, batch: Any, stop: StopSignal) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 from torch import nn
 from torchvision.ops import deform_conv2d
 
@@ -67,14 +68,21 @@ class DeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor, offset_mask: torch.Tensor) -> torch.Tensor:
         points = self.deform_groups * self.kernel_size * self.kernel_size
         expected = (3 if self.modulated else 2) * points
+        if not torch.jit.is_scripting():
+            self._check_offsets(offset_mask, expected)
+        offset = offset_mask[:, : 2 * points]
+        mask = offset_mask[:, 2 * points:].sigmoid() if self.modulated else None
+        return _deform_conv2d(x, offset, self.weight, self.bias, (self.stride, self.stride),
+                              (self.padding, self.padding), (self.dilation, self.dilation), mask)
+
+    @torch.jit.unused
+    def _check_offsets(self, offset_mask: torch.Tensor, expected: int) -> None:
+        if isinstance(offset_mask, torch.fx.Proxy):  # symbolic under torch.fx; the block sized it
+            return
         if offset_mask.shape[1] != expected:
             raise ValueError(f"the offset prediction has {offset_mask.shape[1]} channels, expected {expected} "
                              f"(({'3' if self.modulated else '2'} · {self.deform_groups} groups · "
                              f"{self.kernel_size}²)")
-        offset = offset_mask[:, : 2 * points]
-        mask = offset_mask[:, 2 * points:].sigmoid() if self.modulated else None
-        return deform_conv2d(x, offset, self.weight, self.bias, (self.stride, self.stride),
-                             (self.padding, self.padding), (self.dilation, self.dilation), mask)
 
     def reset_parameters_fan_out(self) -> None:
         """He-normal fan-out, as the plain convs of a ResNet block (detectron2's ``c2_msra_fill``)."""
@@ -85,3 +93,11 @@ class DeformConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
                 f"deform_groups={self.deform_groups}, modulated={self.modulated}")
+
+
+@torch.fx.wrap
+def _deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                   mask: torch.Tensor | None) -> torch.Tensor:
+    """torchvision's op as one leaf call under ``torch.fx`` (its Python wrapper branches on tensor shapes)."""
+    return deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)

@@ -12,6 +12,7 @@ it 0 → 0.1), so it is a plain attribute: see :func:`set_drop_block_prob`.
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -29,19 +30,24 @@ class DropBlock2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.drop_prob <= 0.0:
             return x
-        channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-        block = min(self.block_size, height, width)  # maps smaller than a block: drop whole maps
-        gamma = self.drop_prob * height * width / (block**2 * (height - block + 1) * (width - block + 1))
-        seeds = (torch.rand((1, channels, height, width), device=x.device) < gamma).to(x.dtype)
-        # Gluon pads (bs-1)//2 before and the rest after, so even block sizes grow down-right.
-        pad = block - 1
-        seeds = F.pad(seeds, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
-        keep = 1.0 - F.max_pool2d(seeds, kernel_size=block, stride=1)
-        scale = keep.numel() / keep.sum().clamp(min=1.0)
-        return x * (keep * scale)
+        return x * _keep_mask(x, self.drop_prob, self.block_size)
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}, block_size={self.block_size}"
+
+
+@torch.fx.wrap
+def _keep_mask(x: torch.Tensor, drop_prob: float, block_size: int) -> torch.Tensor:
+    """The (1, C, H, W) keep mask, rescaled; one leaf call under ``torch.fx`` (it sizes the blocks from H, W)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    block = min(block_size, height, width)  # maps smaller than a block: drop whole maps
+    gamma = drop_prob * height * width / (block**2 * (height - block + 1) * (width - block + 1))
+    seeds = (torch.rand((1, channels, height, width), device=x.device) < gamma).to(x.dtype)
+    # Gluon pads (bs-1)//2 before and the rest after, so even block sizes grow down-right.
+    pad = block - 1
+    seeds = F.pad(seeds, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+    keep = 1.0 - F.max_pool2d(seeds, kernel_size=block, stride=1)
+    return keep * (keep.numel() / keep.sum().clamp(min=1.0))
 
 
 def set_drop_block_prob(model: nn.Module, drop_prob: float) -> int:

@@ -117,7 +117,7 @@ from pathlib import Path
 
 import torch
 
-from .weights import CheckpointError, atomic_save, read_checkpoint_file
+from .weights import CheckpointError, atomic_save, read_checkpoint_file, save_format
 
 LAYOUTS = ("official", "detectron2", "mmdet", "mmpretrain")
 
@@ -425,9 +425,37 @@ def from_official(state_dict: Mapping[str, torch.Tensor], target: str, prefix: s
     return out
 
 
-def convert_checkpoint_file(src: str | os.PathLike, dst: str | os.PathLike, source: str = "auto") -> list[str]:
-    """Read ``src`` safely (``torch.load(weights_only=True)``), convert it with :func:`to_official` and write
-    the official-layout state_dict to ``dst`` atomically. Returns the notes."""
+def timm_to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm ResNeSt keys → official keys: the identity.
+
+    timm builds ResNeSt from its ``ResNet`` with ``ResNestBottleneck`` and ``SplitAttn``
+    (huggingface/pytorch-image-models ``timm/models/resnest.py``, ``timm/layers/split_attn.py``) under the
+    official attribute names: deep stem ``conv1.{0,1,3,4,6}`` + ``bn1``, ``layerL.B.conv1/bn1``,
+    ``conv2.{conv,bn0,fc1,bn1,fc2}``, ``conv3/bn3``, avg-down shortcut ``downsample.{1,2}``, ``fc``. For all eight
+    timm ResNeSt models (timm 1.0.31) keys, shapes and order equal ours (tests/test_hub.py), and timm's Hub
+    safetensors are that state_dict as saved by ``timm.models._hub.save_for_hf``. Kept as a named step so a
+    future timm rename has one place to go.
+    """
+    return dict(state_dict)
+
+
+# HubFile.keys → the function that turns such a file's keys into ours
+HUB_KEY_LAYOUTS = {"official": dict, "timm": timm_to_official}
+
+
+def hub_keys_to_official(state_dict: Mapping[str, torch.Tensor], keys: str) -> dict[str, torch.Tensor]:
+    """A Hub file's state_dict in ``keys`` layout (a key of :data:`HUB_KEY_LAYOUTS`) → official names."""
+    if keys not in HUB_KEY_LAYOUTS:
+        raise CheckpointError(f"unknown key layout {keys!r} for a Hugging Face Hub file: use one of "
+                              f"{', '.join(HUB_KEY_LAYOUTS)} in its HubFile(keys=...)")
+    return HUB_KEY_LAYOUTS[keys](state_dict)
+
+
+def convert_checkpoint_file(src: str | os.PathLike, dst: str | os.PathLike, source: str = "auto",
+                            fmt: str | None = None) -> list[str]:
+    """Read ``src`` safely (``torch.load(weights_only=True)`` or safetensors), convert it with :func:`to_official`
+    and write the official-layout state_dict to ``dst`` atomically: safetensors when ``fmt='safetensors'`` or
+    ``dst`` ends in ``.safetensors``, else ``torch.save``. Returns the notes."""
     _check_layout(source, allow_auto=True)
     src, dst = Path(src), Path(dst)
     if src.suffix.lower() == ".pkl":
@@ -437,6 +465,7 @@ def convert_checkpoint_file(src: str | os.PathLike, dst: str | os.PathLike, sour
             f"d = pickle.load(open('{src}', 'rb'), encoding='latin1'); d = d.get('model', d); "
             "torch.save({k: torch.as_tensor(v) for k, v in d.items()}, 'weights.pth')\", then convert weights.pth")
     converted, notes = to_official(read_checkpoint_file(src), source)
-    atomic_save(converted, dst)
-    notes.append(f"wrote {len(converted)} tensors to {dst}")
+    atomic_save(converted, dst, fmt=fmt)
+    kind = " (safetensors)" if save_format(dst, fmt) == "safetensors" else ""
+    notes.append(f"wrote {len(converted)} tensors to {dst}{kind}")
     return notes

@@ -10,31 +10,43 @@ Behaviour that differs from the official torch code, on purpose:
 * ``zero_init_last`` really zeroes each block's last BN γ (official ``last_gamma`` is undone by the
   generic BN init that runs after it; the Gluon recipe that made the weights had it working);
 * DropBlock exists (official torch raises ``NotImplementedError``) at the three Gluon sites;
-* inputs are validated with messages that name the fix.
+* inputs are validated with messages that name the fix (in a function ``torch.fx`` keeps as one call, so
+  every model traces with ``torch.fx`` / torchvision's ``create_feature_extractor`` and still checks).
+
+The timm model interface is there too (``timm/models/resnet.py`` is the model it follows):
+``feature_info`` (a :class:`FeatureInfo`), ``forward_intermediates``, ``prune_intermediate_layers``,
+``forward_head(pre_logits=)``, ``num_features`` / ``head_hidden_size``, ``get_classifier``,
+``reset_classifier(num_classes, global_pool)``, ``group_matcher`` and ``set_grad_checkpointing``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+import torch.fx
 from torch import nn
 
 from ..layers import (
     DeformConv2d,
     DeformSplitAttention,
     DropBlock2D,
+    GlobalPool,
     SplitAttention,
     SyncBatchNorm,
+    checkpoint_blocks,
     get_norm_layer,
     needs_two_samples,
     offset_conv,
     pooled_norm_layer,
 )
 from ..layers.norm import NormLayer
+from .feature_info import FeatureInfo, take_indices
 
 EXPANSION = 4
+STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 def stage_layout(output_stride: int) -> list[tuple[int, int, int]]:
@@ -174,6 +186,7 @@ class ResNeSt(nn.Module):
         stem_stride: 4 = the official stem (stride-2 conv and a max-pool); 2 drops the max-pool and
             1 also the stride, for small images such as 28-32 px (state-dict keys are unchanged).
         num_classes: classifier outputs; 0 removes the head (``forward`` returns pooled features).
+        global_pool: 'avg' (the official mean), 'max', 'avgmax' or '' (no pooling; needs ``num_classes=0``).
         in_chans: input channels.
         drop_rate: dropout before ``fc`` (0.2 for ResNeSt-200/269 in the recipe).
         drop_block_rate: initial DropBlock probability at the three sites in layers 3-4; change it
@@ -183,6 +196,8 @@ class ResNeSt(nn.Module):
         memory_efficient: split attention keeps one map instead of two for backward in training
             (BatchNorm with local batch statistics; other norms use the plain path). Same gradients.
     """
+
+    __jit_unused_properties__ = ["pretrained_cfg", "default_cfg"]  # TorchScript compiles properties otherwise
 
     def __init__(
         self,
@@ -201,6 +216,7 @@ class ResNeSt(nn.Module):
         base_planes: int = 64,
         stem_stride: int = 4,
         num_classes: int = 1000,
+        global_pool: str = "avg",
         in_chans: int = 3,
         drop_rate: float = 0.0,
         drop_block_rate: float = 0.0,
@@ -233,7 +249,8 @@ class ResNeSt(nn.Module):
         self.output_stride = output_stride
         self.reduction = output_stride * stem_stride // 4  # stride of the deepest map
         stage_planes = [base_planes * 2**i for i in range(4)]
-        self.num_features = stage_planes[-1] * EXPANSION
+        self.num_features = self.head_hidden_size = stage_planes[-1] * EXPANSION
+        self.grad_checkpointing: tuple[str, ...] = ()  # the stages whose blocks recompute in backward
 
         # Deep stem (ResNet-C/D): three 3×3 convs; Sequential indices 0/1/3/4/6 are the official keys.
         self.conv1 = nn.Sequential(
@@ -248,7 +265,7 @@ class ResNeSt(nn.Module):
 
         inplanes = stem_width * 2
         reduction = stem_stride
-        self.feature_info = [dict(num_chs=inplanes, reduction=min(stem_stride, 2), module="act1")]
+        info = [dict(num_chs=inplanes, reduction=min(stem_stride, 2), module="act1")]
         block_args = dict(radix=radix, cardinality=cardinality, bottleneck_width=bottleneck_width,
                           avd=avd, avd_first=avd_first, avd_dilated=avd_dilated, norm_layer=norm, act_layer=act_layer,
                           attn_norm_layer=pooled_norm_layer(norm_layer), memory_efficient=memory_efficient)
@@ -268,10 +285,11 @@ class ResNeSt(nn.Module):
             self.add_module(f"layer{index}", nn.Sequential(*stage))
             inplanes = outplanes
             reduction *= stride
-            self.feature_info.append(dict(num_chs=outplanes, reduction=reduction, module=f"layer{index}"))
+            info.append(dict(num_chs=outplanes, reduction=reduction, module=f"layer{index}"))
+        self.feature_info = FeatureInfo(info)
 
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._set_head(num_classes, global_pool)
         self._init_weights(zero_init_last)
 
     # ----------------------------------------------------------------- init
@@ -300,31 +318,51 @@ class ResNeSt(nn.Module):
                     nn.init.zeros_(module.bn3.weight)
 
     # ----------------------------------------------------------------- head
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh ``num_classes``-way linear layer (0 removes it)."""
+    def _set_head(self, num_classes: int, global_pool: str) -> None:
+        if global_pool == "" and num_classes > 0:
+            raise ValueError("global_pool='' (no pooling) needs num_classes=0: a linear classifier needs pooled "
+                             "features")
         self.num_classes = num_classes
+        self.global_pool = GlobalPool(global_pool)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh ``num_classes``-way linear head (0 removes it); ``global_pool`` changes the pooling too."""
+        self._set_head(num_classes, self.global_pool.pool_type if global_pool is None else global_pool)
 
     def get_classifier(self) -> nn.Module:
         return self.fc
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter groups for layer-wise lr decay and freezing (timm's ``group_matcher`` rule for ResNets)."""
+        return dict(stem=r"^conv1|bn1|maxpool", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
+
+    def set_grad_checkpointing(self, enable: bool | Sequence[int] = True) -> None:
+        """Recompute the blocks of every stage (True), of stages ``enable`` (1..4 = layer1..layer4) or of none
+        (False) in backward: less memory, one more forward pass. Gradients and BatchNorm statistics are unchanged
+        (:mod:`splitattn.layers.checkpointing`)."""
+        if isinstance(enable, bool):
+            stages = (1, 2, 3, 4) if enable else ()
+        else:
+            stages = (enable,) if isinstance(enable, int) else tuple(enable)
+        if any(stage not in (1, 2, 3, 4) for stage in stages):
+            raise ValueError(f"grad checkpointing takes True, False or stages 1..4 (layer1..layer4), got {enable!r}")
+        self.grad_checkpointing = tuple(STAGES[stage - 1] for stage in sorted(set(stages)))
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's pretrained config of this model (its zoo entry's weights and evaluation preprocessing)."""
+        from .pretrained_cfg import pretrained_cfg
+
+        return pretrained_cfg(getattr(self, "zoo_entry", None), self)
+
+    default_cfg = pretrained_cfg
 
     # ----------------------------------------------------------------- checks
     @torch.jit.unused
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError that names the fix for inputs the network cannot use."""
-        if x.dim() != 4:
-            raise ValueError(f"expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}; "
-                             "add a batch dimension with x.unsqueeze(0)")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"input has {x.shape[1]} channels but the model expects {self.in_chans}: convert the image "
-                f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}")
-        height, width = x.shape[2], x.shape[3]
-        if height < self.reduction or width < self.reduction:
-            raise ValueError(
-                f"input {height}×{width} is smaller than the output stride {self.reduction}: the last "
-                f"feature map would be computed from padding alone. Resize to at least "
-                f"{self.reduction}×{self.reduction} (the official eval crops are 224-416)")
+        _check_input(x, self.in_chans, self.reduction)
         if self.training and x.shape[0] == 1 and needs_two_samples(self):
             synced = any(isinstance(m, SyncBatchNorm) for m in self.modules())
             raise ValueError(
@@ -335,27 +373,129 @@ class ResNeSt(nn.Module):
                    if synced else "or use a norm without batch statistics: norm_layer='frozenbn' or 'gn' "
                    "(create_model), norm='frozenbn' or 'gn' (create_detector, create_segmenter)"))
 
+    @torch.jit.unused
+    def _checked(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``, after :meth:`check_input`; not under ``torch.jit.trace``, and under ``torch.fx`` the shape checks
+        are one opaque call that stays in the traced graph (its result is used)."""
+        if torch.jit.is_tracing():
+            return x
+        if isinstance(x, torch.fx.Proxy):  # symbolic tracing
+            return _checked_input(x, self.in_chans, self.reduction)
+        self.check_input(x)
+        return x
+
     # ----------------------------------------------------------------- forward
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv1(x)))
 
+    def run_stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """One stage, its blocks recomputed in backward when gradient checkpointing covers it."""
+        stage = getattr(self, name)
+        if (name in self.grad_checkpointing and self.training and torch.is_grad_enabled()
+                and not torch.jit.is_scripting() and not isinstance(x, torch.fx.Proxy)):
+            return checkpoint_blocks(stage, x)
+        return stage(x)
+
+    @torch.jit.unused
+    def _run_stages(self, x: torch.Tensor) -> torch.Tensor:
+        for name in STAGES:
+            x = self.run_stage(name, x)
+        return x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and the four stages: the C5 map, at stride ``self.reduction``."""
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
-            self.check_input(x)
+        if not torch.jit.is_scripting():
+            x = self._checked(x)
         x = self.maxpool(self.forward_stem(x))
+        if not torch.jit.is_scripting():  # noqa: SIM102  (TorchScript prunes only a bare is_scripting() test)
+            if len(self.grad_checkpointing) > 0:
+                return self._run_stages(x)
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
         return self.layer4(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
-        x = self.drop(x)
+        x = self.drop(self.global_pool(x))
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    @torch.jit.unused
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the maps of levels ``indices`` (0 = stem, 1..4 = layer1..layer4; None = all,
+        an int n = the last n), and the final map unless ``intermediates_only``. ``norm`` is accepted for timm's
+        signature (a ResNet has no final norm); ``stop_early`` skips the stages past the deepest level asked."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r}: ResNeSt gives NCHW maps only")
+        take, deepest = take_indices(5, indices)
+        x, maps = self._intermediates(self._checked(x), take, deepest if stop_early else 4)
+        return maps if intermediates_only else (x, maps)
+
+    def _intermediates(self, x: torch.Tensor, take: Sequence[int], deepest: int) -> tuple[torch.Tensor,
+                                                                                          list[torch.Tensor]]:
+        x = self.forward_stem(x)
+        maps = [x] if 0 in take else []
+        x = self.maxpool(x)
+        for level, name in enumerate(STAGES[:deepest], start=1):
+            x = self.run_stage(name, x)
+            if level in take:
+                maps.append(x)
+        return x, maps
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages past the deepest of ``indices`` (they become Identity) and, with ``prune_head``, the
+        classifier; returns the kept levels (timm's API)."""
+        take, deepest = take_indices(5, indices)
+        for name in STAGES[deepest:]:
+            setattr(self, name, nn.Identity())
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+
+def set_grad_checkpointing(model: nn.Module, enable: bool | Sequence[int] = True) -> int:
+    """Gradient checkpointing of every ResNeSt inside ``model`` (a classifier, or a detector's / segmenter's
+    backbone): see :meth:`ResNeSt.set_grad_checkpointing`. Returns how many networks it set."""
+    networks = [m for m in model.modules() if isinstance(m, ResNeSt)]
+    if enable and not networks:
+        raise ValueError(f"{type(model).__name__} holds no ResNeSt to checkpoint")
+    for network in networks:
+        network.set_grad_checkpointing(enable)
+    return len(networks)
+
+
+@torch.fx.wrap
+def _checked_input(x: torch.Tensor, in_chans: int, reduction: int) -> torch.Tensor:
+    """The shape checks, as one leaf call of a ``torch.fx`` graph (the training-batch rule needs the module)."""
+    _check_input(x, in_chans, reduction)
+    return x
+
+
+def _check_input(x: torch.Tensor, in_chans: int, reduction: int) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}; "
+                         "add a batch dimension with x.unsqueeze(0)")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"input has {x.shape[1]} channels but the model expects {in_chans}: convert the image "
+            f"(e.g. grayscale -> RGB) or build the model with in_chans={x.shape[1]}")
+    height, width = x.shape[2], x.shape[3]
+    if height < reduction or width < reduction:
+        raise ValueError(
+            f"input {height}×{width} is smaller than the output stride {reduction}: the last "
+            f"feature map would be computed from padding alone. Resize to at least "
+            f"{reduction}×{reduction} (the official eval crops are 224-416)")
 
 
 class ResNeStFeatures(ResNeSt):
@@ -374,13 +514,19 @@ class ResNeStFeatures(ResNeSt):
             raise ValueError(f"out_indices must be distinct values in 0..4 (0 = stem, 1..4 = C2..C5), "
                              f"got {out_indices}")
         self.out_indices = sorted(out_indices)
-        self.feature_info = [self.feature_info[i] for i in self.out_indices]
+        self.feature_info = self.feature_info.from_other(self.out_indices)
         self.return_stem = 0 in out_indices
         self.last_index = max(out_indices)
 
+    @torch.jit.unused
+    def _forward_checkpointed(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self._intermediates(x, self.out_indices, self.last_index)[1]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
-            self.check_input(x)
+        if not torch.jit.is_scripting():
+            x = self._checked(x)
+            if len(self.grad_checkpointing) > 0:
+                return self._forward_checkpointed(x)
         # Unrolled: TorchScript cannot iterate over stages of different module types.
         features: list[torch.Tensor] = []
         x = self.forward_stem(x)

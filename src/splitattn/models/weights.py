@@ -3,7 +3,10 @@
 ResNeSt's weight links broke several times (S3 → Wasabi → GitHub releases; ResNeSt #94, #153,
 #183; timm #177), so every zoo checkpoint lists more than one URL, ``SPLITATTN_MIRRORS`` can put
 your own hosts first, and an offline machine gets told exactly where to put the file.
-Loading always uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+Loading always uses ``torch.load(weights_only=True)`` or ``safetensors.torch.load_file``: a checkpoint cannot
+run code. ``.safetensors`` files (https://github.com/huggingface/safetensors, "Format") are read wherever a
+checkpoint is read, recognised by their header, and written by :func:`atomic_save` for a ``.safetensors`` path.
+The Hugging Face Hub is a further source (``pretrained="hf-hub:…"``, the zoo's ``hub_files``): ``models/hub.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import json
 import os
 import pickle
 import re
@@ -24,7 +28,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .zoo import ModelEntry
+from ..optional import MissingDependency, require
+from .zoo import Checkpoint, ModelEntry
 
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 _CHUNK = 1 << 20
@@ -109,47 +114,145 @@ def download_checkpoint(urls: list[str] | tuple[str, ...], filename: str, sha256
     )
 
 
-def resolve_checkpoint(source: bool | str | os.PathLike, entry: ModelEntry | None = None,
-                       progress: bool = True) -> Path:
-    """Turn ``pretrained=`` (True, a local path or a URL) into a local file."""
+def _released(entry: ModelEntry | None) -> Checkpoint:
+    if entry is None or entry.checkpoint is None:
+        name = entry.name if entry else "this model"
+        raise CheckpointError(
+            f"no released checkpoint is known for {name}: pass pretrained='/path/or/url.pth' "
+            "with your own weights (models with released weights: splitattn list --pretrained)")
+    return entry.checkpoint
+
+
+def _zoo_checkpoint(entry: ModelEntry | None, progress: bool) -> tuple[Path, str, str | None]:
+    """The official file (cache, ``SPLITATTN_MIRRORS``, zoo URLs); when none answers, the zoo's Hub copies."""
+    ckpt = _released(entry)
+    try:
+        return download_checkpoint(ckpt.urls, ckpt.filename, ckpt.sha256_prefix, progress), "official", None
+    except CheckpointError as official:
+        if not ckpt.hub_files:
+            raise
+        failures = [str(official)]
+    from .hub import download_hub_file  # lazy: hub.py imports this module
+
+    for hub in ckpt.hub_files:
+        try:
+            path = download_hub_file(hub, progress)
+        except (CheckpointError, MissingDependency) as err:
+            failures.append(f"  {hub.spec}: {err}")
+            continue
+        note = f"the official URLs failed; loaded the Hugging Face Hub copy {hub.spec} ({hub.filename})"
+        return path, hub.keys, note
+    raise CheckpointError("\n".join([failures[0], "and the Hugging Face Hub copies, tried next:", *failures[1:]]))
+
+
+def _zoo_hub_file(entry: ModelEntry | None, progress: bool) -> tuple[Path, str, str | None]:
+    """``pretrained="hf-hub"``: the zoo's first Hub copy only."""
+    from .hub import download_hub_file
+
+    hubs = _released(entry).hub_files
+    if not hubs:
+        raise CheckpointError(f"no Hugging Face Hub copy is known for {entry.name}: pass pretrained=True (official "
+                              "URLs) or pretrained='hf-hub:OWNER/NAME' for a repository you know")
+    return download_hub_file(hubs[0], progress), hubs[0].keys, None
+
+
+def resolve_source(source: bool | str | os.PathLike, entry: ModelEntry | None = None,
+                   progress: bool = True) -> tuple[Path, str, str | None]:
+    """``pretrained=`` → (local file, its key layout, a note for the load report or None).
+
+    ``source``: True (official URLs, then the zoo's Hub copies), ``"hf-hub"`` (the zoo's Hub copy),
+    ``"hf-hub:OWNER/NAME[/FILE][@REVISION]"``, a URL or a local path (``.pth`` or ``.safetensors``).
+    """
     if source is True:
-        if entry is None or entry.checkpoint is None:
-            name = entry.name if entry else "this model"
-            raise CheckpointError(
-                f"no released checkpoint is known for {name}: pass pretrained='/path/or/url.pth' "
-                "with your own weights (models with released weights: splitattn list --pretrained)")
-        ckpt = entry.checkpoint
-        return download_checkpoint(ckpt.urls, ckpt.filename, ckpt.sha256_prefix, progress)
+        return _zoo_checkpoint(entry, progress)
     text = os.fspath(source)
+    if text == "hf-hub":
+        return _zoo_hub_file(entry, progress)
+    if text.startswith("hf-hub:"):
+        from .hub import download_hub_file, parse_hub_spec
+
+        hub = parse_hub_spec(text)
+        return download_hub_file(hub, progress), hub.keys, None
     if re.match(r"^(https?|file)://", text):
         filename = text.rsplit("/", 1)[-1].split("?")[0]
         match = HASH_IN_NAME.search(filename)  # torch.hub convention: name-<sha256 prefix>.pth
-        return download_checkpoint([text], filename, match.group(1) if match else None, progress)
+        return download_checkpoint([text], filename, match.group(1) if match else None, progress), "official", None
     path = Path(text).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist: check the path (or pass pretrained=True "
                               "to download the released weights)")
-    return path
+    return path, "official", None
+
+
+def resolve_checkpoint(source: bool | str | os.PathLike, entry: ModelEntry | None = None,
+                       progress: bool = True) -> Path:
+    """Turn ``pretrained=`` (True, ``"hf-hub"``, ``"hf-hub:…"``, a local path or a URL) into a local file."""
+    return resolve_source(source, entry, progress)[0]
 
 
 _FULL_DISK_BYTES = 4 << 20  # after a failed write, less free space than this means the disk filled up
 
 
-def atomic_save(obj, path: str | os.PathLike, hint: str = "") -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the folder.
+def _safetensors_ready(obj, path: Path) -> dict[str, torch.Tensor]:
+    """A flat dict of contiguous tensors, none sharing memory: all that safetensors stores (its README, "Format")."""
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items()):
+        got = type(obj).__name__ if not isinstance(obj, dict) else "an empty dict" if not obj else \
+            "a dict with non-tensor entries"
+        raise CheckpointError(f"cannot write {path.name} as safetensors: it holds only a flat dict of tensors, got "
+                              f"{got}. Save it as .pth (or pass its state_dict)")
+    ready, seen = {}, set()
+    for key, value in obj.items():
+        value = value.detach().contiguous()
+        ptr = value.untyped_storage().data_ptr()
+        if ptr and ptr in seen:  # save_file refuses tensors sharing storage (tied weights): store a copy
+            value = value.clone()
+        seen.add(value.untyped_storage().data_ptr())
+        ready[key] = value
+    return ready
+
+
+def _write(obj, tmp: Path, fmt: str) -> None:
+    """Write ``obj`` to ``tmp`` in ``fmt`` and fsync it."""
+    if fmt == "safetensors":
+        require("safetensors.torch", "writing .safetensors").save_file(obj, str(tmp), metadata={"format": "pt"})
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        return
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def save_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """``'safetensors'`` or ``'torch'``: ``fmt`` when given, else from the extension (``.safetensors``)."""
+    if fmt is None:
+        return "safetensors" if Path(path).suffix.lower() == ".safetensors" else "torch"
+    if fmt in ("pth", "pt", "torch"):
+        return "torch"
+    if fmt != "safetensors":
+        raise ValueError(f"unknown checkpoint format {fmt!r}: choose 'pth' (torch.save) or 'safetensors'")
+    return fmt
+
+
+def atomic_save(obj, path: str | os.PathLike, hint: str = "", fmt: str | None = None) -> Path:
+    """``torch.save`` (or safetensors, see :func:`save_format`) to a temporary file beside ``path``, fsync it,
+    rename it over ``path``, fsync the folder.
 
     Any failure (a full disk surfaces as torch's zip-writer RuntimeError, not as an OSError) removes the
     temporary file and leaves a previous ``path`` untouched; it becomes a :class:`CheckpointError` that
     names a full disk as such. ``hint`` is added to that message (e.g. how to resume).
     """
     path = Path(path)
+    fmt = save_format(path, fmt)
+    if fmt == "safetensors":  # checked before anything is written: a wrong object or a missing package is no I/O error
+        require("safetensors.torch", "writing .safetensors")
+        obj = _safetensors_ready(obj, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write(obj, tmp, fmt)
         os.replace(tmp, path)
     except BaseException as err:
         free = shutil.disk_usage(path.parent).free
@@ -187,8 +290,47 @@ def _describe_bytes(head: bytes) -> str:
     return "its bytes are not a PyTorch checkpoint"
 
 
+_SAFETENSORS_MAX_HEADER = 100_000_000  # safetensors refuses larger headers (safetensors/src/tensor.rs MAX_HEADER_SIZE)
+
+
+def is_safetensors(head: bytes) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little-endian) and then the JSON header."""
+    return len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= _SAFETENSORS_MAX_HEADER
+
+
+def _safetensors_problem(path: Path, head: bytes) -> str | None:
+    """Why ``path`` is not a complete safetensors file (truncated, corrupt header), or None if its layout is sound."""
+    size, length = path.stat().st_size, int.from_bytes(head[:8], "little")
+    if 8 + length > size:
+        return f"it is truncated: the header alone needs {length} bytes, the file has {size - 8} after the length"
+    with open(path, "rb") as handle:
+        handle.seek(8)
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        return f"its JSON header is corrupt ({type(err).__name__}: {str(err)[:80]})"
+    if 8 + length + end > size:
+        return f"it is truncated: its tensors need {end} bytes after the header, the file has {size - 8 - length}"
+    return None
+
+
+def _read_safetensors(path: Path, head: bytes) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` on the CPU, with the file's defect named when it cannot be read."""
+    load_file = require("safetensors.torch", f"reading {path.name}").load_file
+    problem = _safetensors_problem(path, head)
+    if problem is None:
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as err:  # SafetensorError, or OSError from mmap
+            problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    raise CheckpointError(f"{path} is not a readable safetensors file: {problem}. Save or download it again")
+
+
 def read_checkpoint_file(path: str | os.PathLike):
-    """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
+    """``torch.load(weights_only=True)``, or ``safetensors.torch.load_file`` for a file with a safetensors header,
+    with errors that say what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
@@ -197,8 +339,11 @@ def read_checkpoint_file(path: str | os.PathLike):
         head = handle.read(64)
     if not head:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint. Save or download it again")
+    if is_safetensors(head):
+        return _read_safetensors(path, head)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:  # a handle: torch.load(path) reads any *.safetensors name as safetensors
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # "Unsupported global" = a real pickle naming Python classes: refuse to run it, say how to clean it
         if "unsupported global" in str(err).lower():
@@ -209,8 +354,10 @@ def read_checkpoint_file(path: str | os.PathLike):
         raise CheckpointError(f"{path} is not a checkpoint: {_describe_bytes(head)}. Save or download it again") \
             from None
     except Exception:  # torch raises RuntimeError, EOFError, KeyError, ValueError … for bytes it cannot read
-        raise CheckpointError(f"{path} is not a checkpoint: {_describe_bytes(head)}. Save or download it again") \
-            from None
+        what = "not a checkpoint"
+        if path.suffix.lower() == ".safetensors":  # named so, yet no safetensors header: say which format failed
+            what = "neither a safetensors file (no 8-byte header length + JSON header) nor a torch.save file"
+        raise CheckpointError(f"{path} is {what}: {_describe_bytes(head)}. Save or download it again") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -256,12 +403,17 @@ def load_weights(model: nn.Module, source: bool | str | os.PathLike | dict, *, h
         head: True requires the classifier to match; False keeps the model's own (new) head;
             None loads the head when it matches and otherwise keeps the new one, saying so.
     """
+    note = None
     if isinstance(source, dict):
         state, label = dict(source), "state_dict"
     else:
-        path = resolve_checkpoint(source, entry, progress)
+        path, keys, note = resolve_source(source, entry, progress)
         state, label = read_state_dict(path), str(path)
-    report = LoadReport(label)
+        if keys != "official":
+            from .key_converters import hub_keys_to_official  # lazy: key_converters imports this module
+
+            state = hub_keys_to_official(state, keys)
+    report = LoadReport(label, notes=[note] if note else [])
     own = model.state_dict()
 
     stem = "conv1.0.weight"

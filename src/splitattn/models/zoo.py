@@ -35,6 +35,14 @@ SRC_TIMM = "timm results-imagenet.csv and benchmark-infer-amp-nchw-pt240-cu124-r
 OFFICIAL_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/{}"
 TIMM_MIRROR_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-resnest/{}"
 TIMM_GLUON_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/{}"
+# timm's Hugging Face Hub copies: ``hf_hub_id='timm/'`` + the timm name and tag in timm/models/resnest.py default_cfgs
+# (huggingface/pytorch-image-models, timm 1.0.x), e.g. https://huggingface.co/timm/resnest50d.in1k
+TIMM_HUB_REPOS = {
+    "resnest14": "timm/resnest14d.gluon_in1k", "resnest26": "timm/resnest26d.gluon_in1k",
+    "resnest50": "timm/resnest50d.in1k", "resnest101": "timm/resnest101e.in1k", "resnest200": "timm/resnest200e.in1k",
+    "resnest269": "timm/resnest269e.in1k", "resnest50_fast_4s2x40d": "timm/resnest50d_4s2x40d.in1k",
+    "resnest50_fast_1s4x24d": "timm/resnest50d_1s4x24d.in1k",
+}
 
 
 @dataclass(frozen=True)
@@ -68,14 +76,41 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class HubFile:
+    """A copy of a checkpoint on the Hugging Face Hub, fetched with ``huggingface_hub.hf_hub_download``.
+
+    Not a mirror: other bytes than the official ``.pth`` (timm re-saved the tensors as safetensors), so it
+    has its own integrity check: ``sha256`` when known, else the Hub's own LFS sha256 (``models/hub.py``).
+    ``keys`` names the key layout of the file (``key_converters.HUB_KEY_LAYOUTS``).
+    """
+
+    repo_id: str
+    filename: str = "model.safetensors"
+    revision: str = "main"
+    sha256: str | None = None
+    keys: str = "timm"
+
+    @property
+    def spec(self) -> str:
+        """The ``pretrained=`` string that names this file: ``hf-hub:OWNER/NAME[/FILE][@REVISION]``."""
+        file = "" if self.filename == "model.safetensors" else f"/{self.filename}"
+        revision = "" if self.revision == "main" else f"@{self.revision}"
+        return f"hf-hub:{self.repo_id}{file}{revision}"
+
+
+@dataclass(frozen=True)
 class Checkpoint:
-    """A released state_dict: ``filename`` ends in the first 8 hex digits of its sha256."""
+    """A released state_dict: ``filename`` ends in the first 8 hex digits of its sha256.
+
+    ``hub_files`` are other copies of the same weights on the Hugging Face Hub, tried after ``urls``.
+    """
 
     filename: str
     sha256_prefix: str
     urls: tuple[str, ...]
     num_classes: int = 1000
     trained_with: str = "MXNet Gluon recipe (paper-facts.md §7.2), converted to PyTorch by the authors"
+    hub_files: tuple[HubFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,13 +183,17 @@ def _official(name: str, sha: str, mirrored: bool = False) -> Checkpoint:
     urls = (OFFICIAL_URL.format(filename),)
     if mirrored:  # timm mirrored these byte-identical files after the first URL breakage (timm #177)
         urls += (TIMM_MIRROR_URL.format(filename),)
-    return Checkpoint(filename, sha, urls)
+    return Checkpoint(filename, sha, urls, hub_files=_timm_hub(name))
 
 
 def _gluoncv(name: str, sha: str) -> Checkpoint:
     filename = f"gluon_{name}-{sha}.pth"
     return Checkpoint(filename, sha, (TIMM_GLUON_URL.format(filename),),
-                      trained_with="GluonCV (MXNet), ported to PyTorch keys by timm")
+                      trained_with="GluonCV (MXNet), ported to PyTorch keys by timm", hub_files=_timm_hub(name))
+
+
+def _timm_hub(name: str) -> tuple[HubFile, ...]:
+    return (HubFile(TIMM_HUB_REPOS[name]),) if name in TIMM_HUB_REPOS else ()
 
 
 for _name, _layers, _t1, _params, _gmacs, _sha in [

@@ -9,6 +9,7 @@ from ..cli_common import (
     add_device_argument,
     add_max_pixels_argument,
     add_train_parser,
+    add_weights_argument,
     apply_max_pixels,
     device_of,
     metrics_text,
@@ -40,6 +41,9 @@ def _check_source(args: argparse.Namespace, parser_name: str) -> None:
     if bool(args.checkpoint) == bool(args.pretrained):
         raise ValueError(f"segment {parser_name} needs one of --checkpoint (a training run's checkpoint) or "
                          "--pretrained NAME (see `splitattn list --task segment`)")
+    if args.pretrained and args.weights == "ema":
+        raise ValueError("--weights ema needs a --checkpoint of a run that kept an EMA (engine.ema_decay > 0): "
+                         "drop it for --pretrained")
 
 
 def _load_pretrained(name: str, device):
@@ -86,7 +90,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if args.pretrained:
         _cmd_eval_pretrained(args, device)
         return
-    model, ckpt = load_segmenter_checkpoint(args.checkpoint, device, verb="eval")
+    model, ckpt = load_segmenter_checkpoint(args.checkpoint, device, verb="eval", weights=args.weights)
     cfg = segment_config_from_dict(ckpt["config"])
     if args.root:
         cfg.data.root = args.root
@@ -119,7 +123,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if args.pretrained:
         model, names = _load_pretrained(args.pretrained, device)
     else:
-        model, ckpt = load_segmenter_checkpoint(args.checkpoint, device, verb="predict")
+        model, ckpt = load_segmenter_checkpoint(args.checkpoint, device, verb="predict", weights=args.weights)
         names = ckpt["meta"]["class_names"]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +153,7 @@ def add_commands(sub) -> None:
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="also average the horizontally flipped prediction (default: off / the published protocol's)")
     p.add_argument("--json", help="write the metrics here")
+    add_weights_argument(p)
     add_device_argument(p)
     add_max_pixels_argument(p)
     p.set_defaults(func=_cmd_eval)
@@ -158,6 +163,7 @@ def add_commands(sub) -> None:
     p.add_argument("--pretrained", help="a released segmenter (splitattn list --task segment)")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out-dir", default="predictions", help="where the overlays go (default ./predictions)")
+    add_weights_argument(p)
     add_device_argument(p)
     add_max_pixels_argument(p)
     p.set_defaults(func=_cmd_predict)

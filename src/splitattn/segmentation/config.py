@@ -22,6 +22,7 @@ class SegmentModelConfig:
     backbone: str = "resnest50"
     pretrained_backbone: bool | str = True
     overrides: dict[str, Any] = field(default_factory=dict)
+    grad_checkpointing: bool | list[int] = False  # recompute the backbone's blocks in backward: True, or stages [3, 4]
     output_stride: int = 8
     aux: bool = True
     aux_weight: float = 0.2

@@ -100,10 +100,10 @@ def to_segmenter_state_dict(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor
     return state, notes + more, layout
 
 
-def convert_segmenter_file(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
+def convert_segmenter_file(src: str | os.PathLike, dst: str | os.PathLike, fmt: str | None = None) -> list[str]:
     """Read ``src`` safely (weights only), convert the whole segmenter, write ``dst`` atomically; return notes."""
     state, notes, layout = to_segmenter_state_dict(read_checkpoint_file(src))
-    atomic_save(state, dst)
+    atomic_save(state, dst, fmt=fmt)  # fmt None: safetensors for a .safetensors dst
     flavour = flavour_of(state)
     return notes + [f"wrote {len(state)} tensors to {dst} (load with create_segmenter(KIND, BACKBONE, NUM_CLASSES, "
                     f"flavour={flavour!r}, pretrained=PATH))"]

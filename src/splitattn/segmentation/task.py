@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.checkpoint import read_training_checkpoint
+from ..engine.checkpoint import checkpoint_weights, read_training_checkpoint
 from ..engine.distributed import DistInfo, shutdown_distributed
 from ..engine.loop import RunSummary, Task, Trainer
 from ..engine.sampler import iteration_batches
+from ..models import set_grad_checkpointing
 from .config import SegmentConfig, segment_config_from_dict
 from .data import build_segmentation_data
 from .evaluate import evaluate_segmenter
@@ -33,13 +34,15 @@ def poly_learning_rate(iteration: int, base_lr: float, max_iters: int, power: fl
     return base_lr * (1 - iteration / max_iters) ** power
 
 
-def load_segmenter_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", verb: str = "eval"):
-    """(model in eval mode, checkpoint dict) from a ``splitattn segment train`` checkpoint."""
+def load_segmenter_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", verb: str = "eval",
+                              weights: str = "model"):
+    """(model in eval mode, checkpoint dict) from a ``splitattn segment train`` checkpoint; ``weights="ema"``: its
+    EMA weights."""
     ckpt = read_training_checkpoint(path, "segmentation", verb)
     cfg = segment_config_from_dict(ckpt["config"])
     cfg.model.pretrained_backbone = False
     model = create_segmenter(**cfg.model.segmenter_kwargs(ckpt["meta"]["num_classes"], progress=False))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(checkpoint_weights(ckpt, weights, path))
     return model.to(map_location).eval(), ckpt
 
 
@@ -58,8 +61,10 @@ class SegmentationTask(Task):
         self.train_set, self.val_set = build_segmentation_data(self.cfg.data)
 
     def build_model(self) -> nn.Module:
-        return create_segmenter(**self.cfg.model.segmenter_kwargs(self.train_set.num_classes,
-                                                                 progress=self.trainer.dist.is_main))
+        model = create_segmenter(**self.cfg.model.segmenter_kwargs(self.train_set.num_classes,
+                                                                  progress=self.trainer.dist.is_main))
+        set_grad_checkpointing(model, self.cfg.model.grad_checkpointing)
+        return model
 
     def param_groups(self, model: nn.Module) -> list[dict]:
         backbone = [p for p in model.backbone.parameters() if p.requires_grad]
