@@ -11,10 +11,10 @@ import sys
 
 dependencies = ["torch", "torchvision", "numpy", "PIL", "yaml", "tqdm"]
 
-try:  # installed (pip install splitattn), or this checkout's src/ when torch.hub fetched the repository
-    import splitattn  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
+# this repository's code, not another installed copy: torch.hub fetched this revision to run it
+_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src")
+if os.path.isdir(os.path.join(_SRC, "splitattn")) and _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
 
 from splitattn.detection.zoo import detector_kwargs, get_detection_entry, list_detectors  # noqa: E402
 from splitattn.models import create_model, get_entry, list_models  # noqa: E402

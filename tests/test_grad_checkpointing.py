@@ -25,10 +25,13 @@ def _bn_buffers(model):
     return {k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
 
 
-@pytest.mark.parametrize("stages", [True, [2], [3, 4]])
-@pytest.mark.parametrize("features_only", [False, True])
-def test_same_outputs_gradients_and_bn_statistics(stages, features_only):
-    plain = create_model("resnest14", drop_block_rate=0.2, features_only=features_only).double().train()
+@pytest.mark.parametrize("stages,features_only,lean", [(True, False, False), ([2], False, False),
+                                                       ([3, 4], True, False), (True, True, False), (True, False, True)])
+def test_same_outputs_gradients_and_bn_statistics(stages, features_only, lean):
+    """``lean``: with the memory-efficient split attention too (a custom autograd function that the recomputation
+    runs again)."""
+    plain = create_model("resnest14", drop_block_rate=0.2, features_only=features_only,
+                         memory_efficient=lean).double().train()
     checkpointed = copy.deepcopy(plain)
     checkpointed.set_grad_checkpointing(stages)
     assert checkpointed.grad_checkpointing
@@ -70,6 +73,14 @@ def test_eval_and_no_grad_do_not_checkpoint(monkeypatch):
     assert len(calls) == 4
 
 
+def test_compiled_training_with_checkpointing_is_refused(tmp_path):
+    from tests.test_train import CONFIG, TINY, splitattn
+
+    result = splitattn("train", "--config", CONFIG, *TINY, "engine.compile=true", "model.grad_checkpointing=true",
+                       f"engine.out_dir={tmp_path}", check=False)
+    assert result.returncode == 2 and "engine.compile with model.grad_checkpointing" in result.stderr
+
+
 def test_bad_stage_values_and_models_without_resnest():
     model = create_model("resnest14")
     with pytest.raises(ValueError, match="stages 1..4"):
@@ -98,6 +109,8 @@ def test_detector_backbone_checkpoints_with_the_same_gradients():
     for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
         if a.grad is not None:
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
+    mine, theirs = _bn_buffers(checkpointed), _bn_buffers(plain)
+    assert theirs and all(torch.equal(mine[k], theirs[k]) for k in theirs)
 
 
 def test_training_config_key_trains_the_same_run(tmp_path):

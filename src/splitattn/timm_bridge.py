@@ -32,10 +32,19 @@ TIMM_OUT_INDICES = (0, 1, 2, 3, 4)
 _timm = require("timm", "the timm bridge (splitattn.timm_bridge)")
 from timm.models import register_model  # noqa: E402  (after the check that names the extra)
 
+OVERLAY_KEYS = ("file", "url", "hf_hub_id")
+
 
 def _weights_source(pretrained: bool, overlay: dict[str, Any] | None) -> bool | str:
-    """timm's ``pretrained_cfg_overlay=dict(file=...)`` (or ``url``) points ``pretrained=True`` at another file."""
+    """timm's ``pretrained_cfg_overlay=dict(file=... | url=... | hf_hub_id=...)`` points ``pretrained=True`` at
+    another file; the evaluation settings come from the zoo, so other keys are refused rather than ignored."""
     overlay = overlay or {}
+    unknown = sorted(set(overlay) - set(OVERLAY_KEYS))
+    if unknown:
+        raise ValueError(f"pretrained_cfg_overlay keys {unknown} are not used by splitattn models: give the weights "
+                         f"with {', '.join(OVERLAY_KEYS)} (the preprocessing is the zoo entry's)")
+    if pretrained and overlay.get("hf_hub_id"):
+        return f"hf-hub:{overlay['hf_hub_id']}"
     if pretrained and (overlay.get("file") or overlay.get("url")):
         return os.fspath(overlay.get("file") or overlay["url"])
     return bool(pretrained)
@@ -52,10 +61,15 @@ def build(name: str, pretrained: bool = False, *, features_only: bool = False,
     ``drop_block_rate`` and any other :class:`splitattn.ResNeSt` argument. ``drop_path_rate`` other than 0 is
     refused: ResNeSt has DropBlock, not stochastic depth.
     """
-    for ignored in ("pretrained_cfg", "cache_dir", "pretrained_strict", "feature_cls"):
-        value = kwargs.pop(ignored, None)
-        if ignored == "feature_cls" and value not in (None, "list", "getter"):
-            raise ValueError(f"feature_cls={value!r}: splitattn feature models return a list of maps (use the default)")
+    if kwargs.pop("pretrained_cfg", None) is not None:  # timm's "name.tag" form, or a config object
+        raise ValueError(f"splitattn_{name} has one set of weights: drop the '.tag' / pretrained_cfg (point at other "
+                         "weights with pretrained_cfg_overlay=dict(file=...))")
+    if kwargs.pop("cache_dir", None) is not None:
+        raise ValueError("cache_dir: splitattn caches checkpoints under $SPLITATTN_HOME (and the Hub's under "
+                         "HF_HUB_CACHE): set those instead")
+    kwargs.pop("pretrained_strict", None)  # our loads are always strict, with a report of what differs
+    if kwargs.pop("feature_cls", None) not in (None, "list", "getter"):
+        raise ValueError("feature_cls: splitattn feature models return a list of maps (leave it at the default)")
     if kwargs.pop("drop_path_rate", 0.0):
         raise ValueError("drop_path_rate: ResNeSt has no stochastic depth; use drop_block_rate (the paper's "
                          "DropBlock) or drop_rate")

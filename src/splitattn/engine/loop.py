@@ -334,6 +334,11 @@ class Trainer:
         if e.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.ema = build_ema(model, e, self.device)  # of the plain module, before compile and DDP wrap it
+        if e.compile and any(getattr(m, "grad_checkpointing", ()) for m in model.modules()):
+            # Dynamo turns a checkpoint with a context_fn into selective checkpointing, untested with the
+            # recomputation's frozen BatchNorm statistics and in-place ReLUs
+            raise ConfigError("engine.compile with model.grad_checkpointing is not supported: turn one of them off "
+                              "(engine.compile=false, or model.grad_checkpointing=false)")
         self.train_module = torch.compile(model) if e.compile else model
         if self.dist.enabled:
             devices = [self.device.index] if self.device.type == "cuda" else None

@@ -9,30 +9,34 @@ draws the same mask.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-@contextmanager
-def frozen_running_stats(module: nn.Module) -> Iterator[None]:
-    """Norm layers of ``module`` in training mode leave their running statistics as they are for the duration.
+class frozen_running_stats:  # noqa: N801  (used as a context manager, like torch.no_grad)
+    """Norm layers of ``module`` in training mode leave their running statistics as they are inside the block.
 
     Momentum 0 rather than ``track_running_stats=False``: the recomputation must run the very ops of the first
     forward (BatchNorm saves its running buffers for backward), only with an update that changes nothing.
+    Re-enterable: torch may recompute a block more than once (a custom autograd function inside it).
     """
-    tracking = [m for m in module.modules()
-                if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and m.track_running_stats]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in tracking]
-    for m in tracking:
-        m.momentum = 0.0  # running ← (1 − 0)·running + 0·batch
-    try:
-        yield
-    finally:
-        for m, (momentum, count) in zip(tracking, saved):
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self._saved: list[list[tuple[nn.Module, float | None, torch.Tensor]]] = []
+
+    def __enter__(self) -> None:
+        tracking = [m for m in self.module.modules()
+                    if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and m.track_running_stats]
+        self._saved.append([(m, m.momentum, m.num_batches_tracked.clone()) for m in tracking])
+        for m in tracking:
+            m.momentum = 0.0  # running ← (1 − 0)·running + 0·batch
+
+    def __exit__(self, *exc) -> None:
+        for m, momentum, count in self._saved.pop():
             m.momentum = momentum
             m.num_batches_tracked.copy_(count)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 
 def take_indices(num_levels: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
-    """timm's ``feature_take_indices``: None → every level, an int n → the last n, a sequence → those
-    (negative ones count from the end). Returns the sorted indices and the deepest one."""
+    """timm's ``feature_take_indices``: None → every level, an int n → the last n, a sequence → those in the
+    caller's order (negative ones count from the end). Returns the indices and the deepest one."""
     if indices is None:
         chosen = list(range(num_levels))
     elif isinstance(indices, int):
@@ -29,7 +29,6 @@ def take_indices(num_levels: int, indices: int | Sequence[int] | None) -> tuple[
                 raise ValueError(f"feature index {index} is out of range for {num_levels} levels (0 = stem, "
                                  f"{num_levels - 1} = the deepest stage)")
             chosen.append(index % num_levels)
-        chosen = sorted(set(chosen))
         if not chosen:
             raise ValueError("indices is empty: name at least one feature level")
     return chosen, max(chosen)

@@ -147,6 +147,6 @@ def download_hub_file(hub: HubFile, progress: bool = True) -> Path:
     try:
         path = hf.hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, endpoint=hub_endpoint(),
                                   cache_dir=hub_cache(), local_files_only=offline, **kwargs)
-    except (OSError, ValueError, RuntimeError) as err:  # huggingface_hub's errors are OSError / ValueError subclasses
+    except Exception as err:  # noqa: BLE001  its own errors, and its HTTP client's (timeouts, dropped connections)
         raise _hub_error(err, hub, offline) from None
     return verify_hub_file(path, hub)

@@ -19,7 +19,8 @@ PAPER_NAME = "ResNeSt: Split-Attention Networks"
 
 
 def pretrained_cfg(entry: ModelEntry | None, model: nn.Module | None = None) -> dict[str, Any]:
-    """The config timm keeps beside a model's weights; ``model`` gives the built channels and classes."""
+    """The config timm keeps beside a model's weights: its pretrained weights' (``num_classes`` is theirs), with
+    ``model``'s input channels."""
     in_chans = getattr(model, "in_chans", 3)
     num_classes = getattr(model, "num_classes", 1000)
     if entry is None:  # a ResNeSt built directly: the ImageNet defaults
@@ -31,7 +32,7 @@ def pretrained_cfg(entry: ModelEntry | None, model: nn.Module | None = None) -> 
     crop = entry.eval.crop
     reduction = getattr(model, "reduction", 32)
     return dict(
-        architecture=entry.name,
+        architecture=f"splitattn_{entry.name}",  # the timm name (splitattn.timm_bridge) that rebuilds it
         tag=None,
         url=checkpoint.urls[0] if checkpoint else "",
         hf_hub_id=hub_files[0].repo_id if hub_files else None,
@@ -44,7 +45,7 @@ def pretrained_cfg(entry: ModelEntry | None, model: nn.Module | None = None) -> 
         interpolation=entry.eval.interpolation,
         mean=tuple(entry.eval.mean),
         std=tuple(entry.eval.std),
-        num_classes=num_classes,
+        num_classes=checkpoint.num_classes if checkpoint else num_classes,  # the weights' classes, as timm
         first_conv="conv1.0",
         classifier="fc",
         license="apache-2.0",

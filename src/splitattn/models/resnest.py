@@ -324,7 +324,9 @@ class ResNeSt(nn.Module):
                              "features")
         self.num_classes = num_classes
         self.global_pool = GlobalPool(global_pool)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        like = self.conv1[0].weight  # a new head joins the model where it is: device and dtype
+        self.fc = (nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+                   if num_classes > 0 else nn.Identity())
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A fresh ``num_classes``-way linear head (0 removes it); ``global_pool`` changes the pooling too."""
@@ -364,14 +366,7 @@ class ResNeSt(nn.Module):
         """Raise a ValueError that names the fix for inputs the network cannot use."""
         _check_input(x, self.in_chans, self.reduction)
         if self.training and x.shape[0] == 1 and needs_two_samples(self):
-            synced = any(isinstance(m, SyncBatchNorm) for m in self.modules())
-            raise ValueError(
-                "batch size 1 in training mode: the BatchNorm inside split attention normalises a globally "
-                "pooled 1×1 map, so it sees one value per channel and cannot compute batch statistics. "
-                "Train with batches of 2 or more (16+ per device is advised), call model.eval() for inference, "
-                + ("or train under torchrun with several processes (SyncBatchNorm synchronises only then)"
-                   if synced else "or use a norm without batch statistics: norm_layer='frozenbn' or 'gn' "
-                   "(create_model), norm='frozenbn' or 'gn' (create_detector, create_segmenter)"))
+            raise ValueError(_batch_of_one(any(isinstance(m, SyncBatchNorm) for m in self.modules())))
 
     @torch.jit.unused
     def _checked(self, x: torch.Tensor) -> torch.Tensor:
@@ -379,8 +374,8 @@ class ResNeSt(nn.Module):
         are one opaque call that stays in the traced graph (its result is used)."""
         if torch.jit.is_tracing():
             return x
-        if isinstance(x, torch.fx.Proxy):  # symbolic tracing
-            return _checked_input(x, self.in_chans, self.reduction)
+        if isinstance(x, torch.fx.Proxy):  # symbolic tracing: the train/eval decision is the traced mode's
+            return _checked_input(x, self.in_chans, self.reduction, self.training and needs_two_samples(self))
         self.check_input(x)
         return x
 
@@ -391,7 +386,8 @@ class ResNeSt(nn.Module):
     def run_stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """One stage, its blocks recomputed in backward when gradient checkpointing covers it."""
         stage = getattr(self, name)
-        if (name in self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        if (name in self.grad_checkpointing and isinstance(stage, nn.Sequential) and self.training
+                and torch.is_grad_enabled()
                 and not torch.jit.is_scripting() and not isinstance(x, torch.fx.Proxy)):
             return checkpoint_blocks(stage, x)
         return stage(x)
@@ -476,10 +472,21 @@ def set_grad_checkpointing(model: nn.Module, enable: bool | Sequence[int] = True
 
 
 @torch.fx.wrap
-def _checked_input(x: torch.Tensor, in_chans: int, reduction: int) -> torch.Tensor:
-    """The shape checks, as one leaf call of a ``torch.fx`` graph (the training-batch rule needs the module)."""
+def _checked_input(x: torch.Tensor, in_chans: int, reduction: int, needs_two: bool) -> torch.Tensor:
+    """The input checks, as one leaf call of a ``torch.fx`` graph."""
     _check_input(x, in_chans, reduction)
+    if needs_two and x.shape[0] == 1:
+        raise ValueError(_batch_of_one(False))
     return x
+
+
+def _batch_of_one(synced: bool) -> str:
+    return ("batch size 1 in training mode: the BatchNorm inside split attention normalises a globally "
+            "pooled 1×1 map, so it sees one value per channel and cannot compute batch statistics. "
+            "Train with batches of 2 or more (16+ per device is advised), call model.eval() for inference, "
+            + ("or train under torchrun with several processes (SyncBatchNorm synchronises only then)"
+               if synced else "or use a norm without batch statistics: norm_layer='frozenbn' or 'gn' "
+               "(create_model), norm='frozenbn' or 'gn' (create_detector, create_segmenter)"))
 
 
 def _check_input(x: torch.Tensor, in_chans: int, reduction: int) -> None:
