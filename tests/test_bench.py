@@ -15,7 +15,7 @@ TINY = dict(model="resnest14", batch_sizes=(2,), image_size=64, modes=("eager",)
 
 
 def test_bench_grid_and_ratios():
-    result = run_bench(BenchConfig(**TINY, dtypes=("fp32",), layouts=("nhwc",)), progress=False)
+    result = run_bench(BenchConfig(**TINY, dtypes=("fp32",), layouts=("nhwc",), runtimes=()), progress=False)
     forms = [(r.task, r.form) for r in result.rows]
     assert forms == [("inference", "ours"), ("inference", "ours-deploy"), ("inference", "timm"),
                      ("inference", "torchvision-resnet50"), ("train", "ours"), ("train", "ours-lean"),
@@ -33,7 +33,8 @@ def test_bench_cli_writes_json_and_names_a_missing_peer(tmp_path, capsys, monkey
     monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", "resnest14", "--batch-sizes", "2", "--image-size", "64", "--dtypes", "fp32",
-                 "--layouts", "nchw", "--modes", "eager", "--no-train", "--repeats", "2", "--json", str(out)]) == 0
+                 "--layouts", "nchw", "--modes", "eager", "--no-train", "--repeats", "2", "--runtimes", "",
+                 "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "note: timm is not installed, so there is no timm column: pip install 'splitattn[bench]'" in text
     saved = json.loads(out.read_text())
@@ -47,3 +48,33 @@ def test_bench_rejects_unknown_choices():
         run_bench(BenchConfig(**TINY, layouts=("nwhc",)), progress=False)
     with pytest.raises(BenchError, match="unknown peer 'mmdet'"):
         run_bench(BenchConfig(**TINY, peers=("mmdet",)), progress=False)
+
+
+def test_runtime_rows_run_our_exported_model_beside_ours():
+    """ONNX Runtime (fp32) and OpenVINO (fp32, bf16) on the exported ONNX file, interleaved with our forms, each
+    with its logits' max |Δ| against our fp32 PyTorch model; the summary pairs our best with the best peer."""
+    config = BenchConfig(**{**TINY, "batch_sizes": (1, 2)}, dtypes=("fp32", "bf16"), layouts=("nhwc",),
+                         peers=("timm",), train=False)
+    result = run_bench(config, progress=False)
+    rows = {(r.form, r.dtype, r.batch): r for r in result.rows}
+    for batch in (1, 2):
+        assert rows[("onnxruntime", "fp32", batch)].max_abs_diff < 1e-3
+        assert rows[("openvino", "fp32", batch)].max_abs_diff < 1e-3
+        assert rows[("openvino", "bf16", batch)].max_abs_diff < 0.5  # bf16 keeps 8 bits of mantissa
+        assert ("onnxruntime", "bf16", batch) not in rows  # ONNX Runtime has no bf16 convolutions on the CPU
+        assert rows[("ours-deploy", "fp32", batch)].max_abs_diff < 1e-3
+        assert rows[("timm", "fp32", batch)].max_abs_diff < 1e-5  # same weights, NHWC instead of NCHW
+    assert {(s["dtype"], s["batch"]) for s in result.summary} == {("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)}
+    for s in result.summary:
+        assert s["ratio"] == pytest.approx(s["ours_images_per_s"] / s["peer_images_per_s"], rel=1e-2)
+
+
+def test_a_missing_runtime_is_named_not_a_traceback(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if OpenVINO were not installed
+    result = run_bench(BenchConfig(**TINY, dtypes=("fp32",), layouts=("nhwc",), peers=(), train=False),
+                       progress=False)
+    assert "openvino is not installed, so it has no rows: pip install 'splitattn[openvino]'" in result.notes
+    assert {r.form for r in result.rows} == {"ours", "ours-deploy", "onnxruntime"}
+    with pytest.raises(BenchError, match="unknown runtime"):
+        run_bench(BenchConfig(**TINY, runtimes=("tensorrt",)), progress=False)
+

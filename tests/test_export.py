@@ -113,3 +113,19 @@ def test_export_cli_and_its_errors(tmp_path, capsys):
     assert "unknown model 'resnest51'. Did you mean 'resnest50'" in capsys.readouterr().err
     assert main(["export", "resnest14", "--format", "onnx", "--opset", "9", "--output", str(out)]) == 2
     assert "opset 9 is out of reach" in capsys.readouterr().err
+
+
+def test_openvino_ir_export_runs_and_matches(tmp_path, capsys):
+    """`splitattn export --format openvino`: NAME.xml + NAME.bin, run by OpenVINO on the shipped photos at two batch
+    sizes against PyTorch."""
+    from splitattn.cli import main
+
+    out = tmp_path / "r14.xml"
+    assert main(["export", "resnest14", "--format", "openvino", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out} + {out.with_suffix('.bin')}" in text and "batch sizes (4, 1)" in text
+    assert float(text.split("max |Δ| ")[1].split()[0]) < 1e-3
+    assert not list(tmp_path.glob("*.partial"))
+    assert main(["export", "resnest14", "--format", "openvino", "--output", str(tmp_path / "r14.ir")]) == 2
+    assert "name the output r14.xml" in capsys.readouterr().err
+

@@ -82,7 +82,7 @@ def _load_for_export(args: argparse.Namespace):
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from .deploy import deploy
-    from .export import check_export, export_model
+    from .export import SUFFIXES, check_export, export_model
 
     apply_max_pixels(args)
     predictor = _load_for_export(args)
@@ -90,11 +90,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
     images = _export_images(predictor, args)
     size = images.shape[-1]
     stem = Path(args.source).stem if Path(args.source).exists() else args.source
-    suffix = {"onnx": ".onnx", "torchscript": ".pt"}[args.format]
+    suffix = SUFFIXES[args.format]
     output = Path(args.output or f"{stem}{'-deploy' if args.deploy else ''}{suffix}")
     start = time.perf_counter()
     export_model(model, output, args.format, size, args.opset)
-    print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, {args.format}, dynamic batch, "
+    files = [output, output.with_suffix(".bin")] if args.format == "openvino" else [output]
+    print(f"wrote {' + '.join(map(str, files))} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB, "
+          f"{args.format}, dynamic batch, "
           f"{size}×{size}) in {time.perf_counter() - start:.1f}s")
     check = check_export(predictor.model, output, args.format, images)
     print(f"checked on {len(images)} real image(s), batch sizes {check.batch_sizes}: "
@@ -122,6 +124,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     config = BenchConfig(model=args.model, batch_sizes=tuple(int(b) for b in split(args.batch_sizes)),
                          image_size=args.image_size, dtypes=split(args.dtypes), layouts=split(args.layouts),
                          modes=split(args.modes), train=not args.no_train, peers=split(args.peers),
+                         runtimes=split(args.runtimes),
                          repeats=args.repeats, device=device_of(args).type)
     result = run_bench(config)
     print(format_table(result))
@@ -199,9 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: official URLs, then the Hugging Face Hub copy (default); official; hf-hub")
     p.set_defaults(func=_cmd_download)
 
-    p = sub.add_parser("export", help="write ONNX or TorchScript (dynamic batch), then run it and compare")
+    p = sub.add_parser("export", help="write ONNX, OpenVINO IR or TorchScript (dynamic batch), then run it and "
+                                      "compare")
     p.add_argument("source", help="zoo model name, or a checkpoint file (with --model for a plain state_dict)")
-    p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    p.add_argument("--format", choices=["onnx", "openvino", "torchscript"], required=True,
+                   help="onnx (checked with onnxruntime), openvino (NAME.xml + NAME.bin, checked with OpenVINO; "
+                        "pip install 'splitattn[openvino]'), torchscript")
     p.add_argument("--deploy", action="store_true", help="export the fused inference form")
     p.add_argument("--model", help="zoo model name for a plain state_dict")
     p.add_argument("--pretrained", action="store_true", help="the released weights of the named model")
@@ -221,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layouts", default="nchw,nhwc", help="nchw,nhwc (deploy is always NHWC inside)")
     p.add_argument("--modes", default="eager,compiled", help="eager,compiled")
     p.add_argument("--peers", default="timm,torchvision", help="timm,torchvision (timm is optional)")
+    p.add_argument("--runtimes", default="onnxruntime,openvino",
+                   help="CPU engines run on our exported ONNX file: onnxruntime,openvino ('' for none; each optional)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed calls per row (median)")
     add_device_argument(p)

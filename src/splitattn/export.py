@@ -1,8 +1,10 @@
-"""Export to ONNX or TorchScript with a dynamic batch, then prove the file: run it (onnxruntime /
-torch.jit) on real images and compare with PyTorch."""
+"""Export to ONNX, OpenVINO IR or TorchScript with a dynamic batch, then prove the file: run it (onnxruntime /
+OpenVINO / torch.jit) on real images and compare with PyTorch."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ from torch import nn
 
 from .optional import require
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "openvino", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}  # OpenVINO IR: NAME.xml + NAME.bin
 MIN_OPSET, MAX_OPSET = 18, 23  # what torch.onnx's exporter (torch.export based) writes
 
 
@@ -42,6 +45,8 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, image_size: int, 
     if fmt == "torchscript":
         scripted = torch.jit.script(model)
         torch.jit.save(scripted, str(partial))
+    elif fmt == "openvino":
+        return _export_openvino(model, path, image_size, opset)
     else:
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise ExportError(f"opset {opset} is out of reach: torch.onnx writes opsets {MIN_OPSET}-{MAX_OPSET} "
@@ -58,6 +63,23 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, image_size: int, 
     return path
 
 
+def _export_openvino(model: nn.Module, path: Path, image_size: int, opset: int) -> Path:
+    """OpenVINO IR (``path`` = NAME.xml, weights in NAME.bin) converted from our ONNX export, fp32 weights; both
+    files are written beside the target under temporary names and renamed into place."""
+    ov = require("openvino", "OpenVINO export")
+    if path.suffix != ".xml":
+        raise ExportError(f"an OpenVINO IR is NAME.xml + NAME.bin: name the output {path.with_suffix('.xml').name}")
+    with tempfile.TemporaryDirectory(prefix="splitattn-ov-") as tmp:
+        onnx_path = export_model(model, Path(tmp) / "model.onnx", "onnx", image_size, opset)
+        staged = Path(tmp) / "model.xml"
+        ov.save_model(ov.convert_model(str(onnx_path)), str(staged), compress_to_fp16=False)
+        for suffix in (".bin", ".xml"):  # the .xml last: it names a complete IR only once its weights are there
+            partial = path.with_name(path.stem + suffix + ".partial")
+            shutil.copyfile(staged.with_suffix(suffix), partial)
+            partial.replace(path.with_suffix(suffix))
+    return path
+
+
 def run_exported(path: Path, fmt: str):
     """A callable ``images (N,C,H,W) float32 -> logits tensor`` backed by the exported file."""
     if fmt == "torchscript":
@@ -68,6 +90,13 @@ def run_exported(path: Path, fmt: str):
         def run(images: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
                 return loaded(images)
+        return run
+    if fmt == "openvino":
+        ov = require("openvino", "checking the OpenVINO IR")
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+        def run(images: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(compiled(images.contiguous().numpy())[compiled.outputs[0]].copy())
         return run
     ort = require("onnxruntime", "checking the ONNX file")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

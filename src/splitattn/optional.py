@@ -19,6 +19,7 @@ PACKAGES = {
     "timm": ("timm", "bench"),
     "safetensors": ("safetensors", "hub"),
     "huggingface_hub": ("huggingface_hub", "hub"),
+    "openvino": ("openvino", "openvino"),
 }
 
 

@@ -1,5 +1,6 @@
-"""The bench grid: ours (plain and deploy) vs timm (same architecture, same weights) vs torchvision
-resnet50, inference and training, in one process and one run, so every ratio compares like with like."""
+"""The bench grid: ours (plain and deploy) vs timm (same architecture, same weights), torchvision resnet50, and the
+engines a CPU deployment would pick (ONNX Runtime, OpenVINO on our exported ONNX file), inference and training, in
+one process and one run, so every ratio compares like with like."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from ..models.info import measure
 from ..models.zoo import get_entry
+from .runtimes import RUNTIMES, export_onnx, missing_runtimes, runtime_models
 from .timing import gemm_roof, median_seconds
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,6 +38,7 @@ class BenchConfig:
     modes: tuple[str, ...] = ("eager", "compiled")
     train: bool = True
     peers: tuple[str, ...] = PEERS
+    runtimes: tuple[str, ...] = RUNTIMES  # timed in the NHWC (or only) layout's eager rows, on the CPU
     repeats: int = 5
     device: str = "cpu"
 
@@ -52,6 +55,7 @@ class Row:
     peak_mb: float | None = None
     vs_timm: float | None = None
     roof_pct: float | None = None
+    max_abs_diff: float | None = None  # logits against our PyTorch model in fp32, same weights and images
     note: str = ""
 
 
@@ -63,6 +67,7 @@ class BenchResult:
     gflop_per_image: dict[str, float]
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    summary: list[dict] = field(default_factory=list)  # per (dtype, batch): our best form against the best peer
 
 
 def timm_name(name: str) -> str | None:
@@ -242,6 +247,10 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
     for task, form, dtype, layout, mode, batch in cases:
         if task == "inference":
             groups.setdefault((dtype, layout, mode, batch), []).append(form)
+    runtimes = _usable_runtimes(config, notes)
+    onnx_path = export_onnx(build("ours", config.model, weights), config.image_size) if runtimes else None
+    runtime_layout = "nhwc" if "nhwc" in config.layouts else config.layouts[0]
+    reference = build("ours", config.model, weights).eval()  # fp32 PyTorch: every row's max |Δ| is against it
     bar = tqdm(total=len(cases), desc="bench", disable=not progress)
     for (dtype, layout, mode, batch), group_forms in groups.items():
         models = {}
@@ -251,10 +260,14 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
                 model = deploy(model)
             model = _prepare(model, DTYPES[dtype], layout, device)
             models[form] = compile_for_inference(model) if mode == "compiled" else model
+        if onnx_path is not None and layout == runtime_layout and mode == "eager":
+            models.update(runtime_models(onnx_path, runtimes, dtype, batch, config.image_size))
+        diffs = _max_abs_diffs(models, reference, batch, config.image_size, DTYPES[dtype], layout, device)
         rates = interleaved_rates(models, batch, config.image_size, DTYPES[dtype], layout, device, config.repeats)
-        for form in group_forms:
-            result.rows.append(Row("inference", form, dtype, layout, mode, batch, round(rates[form], 2)))
-            bar.update(1)
+        for form in models:
+            result.rows.append(Row("inference", form, dtype, layout, mode, batch, round(rates[form], 2),
+                                   max_abs_diff=diffs.get(form)))
+        bar.update(len(group_forms))
         torch._dynamo.reset()
     for task, form, dtype, layout, mode, batch in cases:
         if task != "train":
@@ -269,18 +282,72 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
     roof = {d: max(roof[d], round(gemm_roof(DTYPES[d], device), 1)) for d in config.dtypes}  # best of start/end
     result.roof_gflops = roof
     _with_ratios(result.rows, roof, gflop)
+    result.summary = best_against_peers(result.rows)
     return result
+
+
+def _usable_runtimes(config: BenchConfig, notes: list[str]) -> tuple[str, ...]:
+    unknown = [r for r in config.runtimes if r not in RUNTIMES]
+    if unknown:
+        raise BenchError(f"unknown runtime(s) {unknown}: choose from {', '.join(RUNTIMES)}")
+    if config.runtimes and config.device != "cpu":
+        notes.append("ONNX Runtime and OpenVINO rows are CPU rows: not run on " + config.device)
+        return ()
+    missing = missing_runtimes(config.runtimes)
+    notes += missing.values()
+    return tuple(r for r in config.runtimes if r not in missing)
+
+
+def _max_abs_diffs(models: dict, reference: torch.nn.Module, batch: int, size: int, dtype: torch.dtype, layout: str,
+                   device: torch.device) -> dict[str, float]:
+    """Each form's max |Δ| of the logits against ``reference`` (fp32 PyTorch) on the same images."""
+    generator = torch.Generator().manual_seed(batch)
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    with torch.inference_mode():
+        expected = reference(images)
+        staged = images.to(device, dtype)
+        staged = staged.contiguous(memory_format=torch.channels_last) if layout == "nhwc" else staged
+        return {form: float((model(staged).float().cpu() - expected).abs().max())
+                for form, model in models.items() if form != "torchvision-resnet50"}
+
+
+OURS = ("ours", "ours-deploy")
+
+
+def best_against_peers(rows: list[Row]) -> list[dict]:
+    """For each (dtype, batch): our fastest inference form against the fastest peer, as a ratio."""
+    summary = []
+    keys = sorted({(r.dtype, r.batch) for r in rows if r.task == "inference"})
+    for dtype, batch in keys:
+        group = [r for r in rows if r.task == "inference" and (r.dtype, r.batch) == (dtype, batch)]
+        ours = max((r for r in group if r.form in OURS), key=lambda r: r.images_per_s, default=None)
+        peer = max((r for r in group if r.form not in OURS and r.form != "torchvision-resnet50"),
+                   key=lambda r: r.images_per_s, default=None)
+        if ours is None or peer is None:
+            continue
+        summary.append({"dtype": dtype, "batch": batch, "ours": f"{ours.form} {ours.layout} {ours.mode}",
+                        "ours_images_per_s": ours.images_per_s, "ours_ms": round(1000 * batch / ours.images_per_s, 1),
+                        "best_peer": f"{peer.form} {peer.layout} {peer.mode}", "peer_images_per_s": peer.images_per_s,
+                        "peer_ms": round(1000 * batch / peer.images_per_s, 1),
+                        "ratio": round(ours.images_per_s / peer.images_per_s, 3)})
+    return summary
 
 
 def format_table(result: BenchResult) -> str:
     header = f"{'task':9} {'form':21} {'dtype':5} {'layout':6} {'mode':8} {'batch':>5} {'img/s':>8} " \
-             f"{'vs timm':>7} {'% roof':>6} {'peak MB':>8}"
+             f"{'ms':>8} {'vs timm':>7} {'% roof':>6} {'max|Δ|':>8} {'peak MB':>8}"
     lines = [header, "-" * len(header)]
     for r in result.rows:
         ratio = f"{r.vs_timm:.2f}×" if r.vs_timm is not None else "-"
         peak = f"{r.peak_mb:.0f}" if r.peak_mb is not None else "-"
+        diff = f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-"
         lines.append(f"{r.task:9} {r.form:21} {r.dtype:5} {r.layout:6} {r.mode:8} {r.batch:>5} "
-                     f"{r.images_per_s:>8.2f} {ratio:>7} {r.roof_pct:>6.1f} {peak:>8}")
+                     f"{r.images_per_s:>8.2f} {1000 * r.batch / r.images_per_s:>8.1f} {ratio:>7} {r.roof_pct:>6.1f} "
+                     f"{diff:>8} {peak:>8}")
+    for s in result.summary:
+        lines.append(f"best: {s['dtype']} batch {s['batch']}: ours {s['ours']} {s['ours_images_per_s']:.2f} img/s "
+                     f"({s['ours_ms']} ms) vs {s['best_peer']} {s['peer_images_per_s']:.2f} img/s ({s['peer_ms']} ms)"
+                     f" = {s['ratio']:.2f}×")
     roof = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result.roof_gflops.items())
     lines.append(f"GEMM roof measured now: {roof}; {result.config.model} = "
                  f"{result.gflop_per_image['model']:.2f} GFLOP/image at {result.config.image_size}²")
