@@ -143,11 +143,11 @@ def test_every_zoo_model_traces_with_fx_and_create_feature_extractor(name):
     with torch.device("meta"):
         model = create_model(name, drop_block_rate=0.1)
     for mode in (True, False):
-        model.train(mode)
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = torch.fx.symbolic_trace(model.train(mode)).graph
         assert any(getattr(node.target, "__name__", "") == "_checked_input" for node in graph.nodes)
-        extractor = create_feature_extractor(model, {"layer2": "c3", "layer4": "c5", "fc": "logits"})
-        assert any(getattr(node.target, "__name__", "") == "_checked_input" for node in extractor.graph.nodes)
+    extractor = create_feature_extractor(model.train(), {"layer2": "c3", "layer4": "c5", "fc": "logits"})  # traces both
+    for graph in (extractor.train().graph, extractor.eval().graph):
+        assert any(getattr(node.target, "__name__", "") == "_checked_input" for node in graph.nodes)
 
 
 @pytest.mark.parametrize("name", ["resnest14", "resnest50_fast_1s4x24d", "resnet50d"])
