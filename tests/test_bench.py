@@ -11,7 +11,7 @@ import pytest
 from splitattn.benchmark.suite import BenchConfig, BenchError, run_bench
 from splitattn.cli import main
 
-TINY = dict(model="resnest14", batch_sizes=(2,), image_size=64, modes=("eager",), repeats=2)
+TINY = dict(model="resnest14", batch_sizes=(2,), image_size=64, modes=("eager",), repeats=2, aot=False)
 
 
 def test_bench_grid_and_ratios():
@@ -34,7 +34,7 @@ def test_bench_cli_writes_json_and_names_a_missing_peer(tmp_path, capsys, monkey
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", "resnest14", "--batch-sizes", "2", "--image-size", "64", "--dtypes", "fp32",
                  "--layouts", "nchw", "--modes", "eager", "--no-train", "--repeats", "2", "--runtimes", "",
-                 "--json", str(out)]) == 0
+                 "--no-aot", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "note: timm is not installed, so there is no timm column: pip install 'splitattn[bench]'" in text
     saved = json.loads(out.read_text())
@@ -78,3 +78,22 @@ def test_a_missing_runtime_is_named_not_a_traceback(monkeypatch):
     with pytest.raises(BenchError, match="unknown runtime"):
         run_bench(BenchConfig(**TINY, runtimes=("tensorrt",)), progress=False)
 
+
+
+def test_aot_package_and_int8_rows_beside_the_engines(tmp_path, monkeypatch):
+    """ours-aot (splitattn.deploy.optimize's package) in fp32 and int8, beside ONNX Runtime's and OpenVINO's int8
+    files quantized from the same ONNX export; int8 rows have no roof and are summarised like the others."""
+    monkeypatch.setenv("SPLITATTN_HOME", str(tmp_path))
+    config = BenchConfig(**{**TINY, "aot": True}, dtypes=("fp32", "int8"), layouts=("nhwc",), peers=("timm",),
+                         train=False)
+    result = run_bench(config, progress=False)
+    rows = {(r.form, r.dtype): r for r in result.rows}
+    assert set(rows) == {("ours", "fp32"), ("ours-deploy", "fp32"), ("timm", "fp32"), ("ours-aot", "fp32"),
+                         ("onnxruntime", "fp32"), ("openvino", "fp32"), ("ours-aot", "int8"), ("onnxruntime", "int8"),
+                         ("openvino", "int8")}
+    assert rows[("ours-aot", "fp32")].max_abs_diff < 1e-3 and rows[("ours-aot", "fp32")].note.startswith("compiled in")
+    for form in ("ours-aot", "onnxruntime", "openvino"):
+        row = rows[(form, "int8")]
+        assert row.roof_pct is None and row.images_per_s > 0
+        assert 1e-6 < row.max_abs_diff < 0.05, (form, row.max_abs_diff)  # quantized, yet near fp32 (logits ~0.1)
+    assert {s["dtype"] for s in result.summary} == {"fp32", "int8"}

@@ -108,8 +108,9 @@ def test_every_verb_that_runs_a_model_takes_device():
     assert runs_models <= set(verbs)
     for verb in runs_models:
         assert "--device" in verbs[verb].format_help(), verb
-    # the rest reads files or the zoo only: list, info, download, convert; export runs its check on the CPU
-    assert set(verbs) - runs_models == {"list", "info", "download", "convert", "export"}
+    # the rest reads files or the zoo only: list, info, download, convert; export runs its check on the CPU, and
+    # quantize builds a CPU package (oneDNN int8)
+    assert set(verbs) - runs_models == {"list", "info", "download", "convert", "export", "quantize"}
 
 
 @pytest.mark.parametrize("args,message", [

@@ -6,7 +6,7 @@
 """
 
 from .data.transforms import create_transform
-from .deploy import compile_for_inference, deploy
+from .deploy import compile_for_inference, deploy, optimize
 from .layers import DropBlock2D, SplitAttention, set_drop_block_prob
 from .models import (
     CheckpointError,
@@ -26,5 +26,5 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "DropBlock2D", "ResNeSt", "ResNeStFeatures", "SplitAttention", "compile_for_inference",
     "create_model", "create_transform", "deploy", "get_entry", "list_models", "load_weights", "measure",
-    "model_info", "register_model", "set_drop_block_prob",
+    "model_info", "optimize", "register_model", "set_drop_block_prob",
 ]

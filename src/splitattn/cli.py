@@ -82,26 +82,43 @@ def _load_for_export(args: argparse.Namespace):
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from .deploy import deploy
-    from .export import SUFFIXES, check_export, export_model
+    from .export import SUFFIXES, ExportError, check_export, check_int8_format, export_model
 
+    if args.int8:
+        check_int8_format(args.format)
+    elif args.calibration:
+        raise ExportError("--calibration is for --int8: the images that int8 activation ranges are measured on")
     apply_max_pixels(args)
     predictor = _load_for_export(args)
     model = deploy(predictor.model) if args.deploy else predictor.model
     images = _export_images(predictor, args)
+    calibration = None
+    if args.int8:
+        from .classification.calibration import calibration_images
+
+        calibration, where = calibration_images(predictor, args.calibration, args.calibration_images)
+        print(f"calibrating on {where}", flush=True)
     size = images.shape[-1]
     stem = Path(args.source).stem if Path(args.source).exists() else args.source
     suffix = SUFFIXES[args.format]
-    output = Path(args.output or f"{stem}{'-deploy' if args.deploy else ''}{suffix}")
+    output = Path(args.output or f"{stem}{'-deploy' if args.deploy else ''}{'-int8' if args.int8 else ''}{suffix}")
     start = time.perf_counter()
-    export_model(model, output, args.format, size, args.opset)
+    export_model(model, output, args.format, size, args.opset, int8=calibration)
     files = [output, output.with_suffix(".bin")] if args.format == "openvino" else [output]
     print(f"wrote {' + '.join(map(str, files))} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB, "
-          f"{args.format}, dynamic batch, "
+          f"{args.format}{' int8' if args.int8 else ''}, dynamic batch, "
           f"{size}×{size}) in {time.perf_counter() - start:.1f}s")
     check = check_export(predictor.model, output, args.format, images)
-    print(f"checked on {len(images)} real image(s), batch sizes {check.batch_sizes}: "
-          f"max |Δ| {check.max_abs_diff:.2e} (relative {check.max_rel_diff:.2e}) against PyTorch; "
-          f"exported model {check.images_per_s:.1f} img/s")
+    agree = f"top-1 agreement {round(check.top1_agreement * len(images))}/{len(images)}"
+    if args.int8:  # int8 logits are not close to fp32's: say how far they are, and claim no closeness
+        print(f"checked on {len(images)} real image(s), batch sizes {check.batch_sizes}, against PyTorch fp32: "
+              f"{agree}, logit cosine similarity >= {check.min_cosine:.4f}, "
+              f"max |Δ| {check.max_abs_diff:.2e} (relative {check.max_rel_diff:.2e}; int8 rounding, not an error "
+              f"bound); exported model {check.images_per_s:.1f} img/s")
+    else:
+        print(f"checked on {len(images)} real image(s), batch sizes {check.batch_sizes}: "
+              f"max |Δ| {check.max_abs_diff:.2e} (relative {check.max_rel_diff:.2e}) against PyTorch, {agree}; "
+              f"exported model {check.images_per_s:.1f} img/s")
 
 
 def _export_images(predictor, args: argparse.Namespace):
@@ -124,7 +141,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     config = BenchConfig(model=args.model, batch_sizes=tuple(int(b) for b in split(args.batch_sizes)),
                          image_size=args.image_size, dtypes=split(args.dtypes), layouts=split(args.layouts),
                          modes=split(args.modes), train=not args.no_train, peers=split(args.peers),
-                         runtimes=split(args.runtimes),
+                         runtimes=split(args.runtimes), aot=not args.no_aot,
                          repeats=args.repeats, device=device_of(args).type)
     result = run_bench(config)
     print(format_table(result))
@@ -211,24 +228,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deploy", action="store_true", help="export the fused inference form")
     p.add_argument("--model", help="zoo model name for a plain state_dict")
     p.add_argument("--pretrained", action="store_true", help="the released weights of the named model")
-    p.add_argument("--output", help="output file (default: NAME[-deploy].onnx / .pt here)")
+    p.add_argument("--output", help="output file (default: NAME[-deploy][-int8].onnx / .xml / .pt here)")
     add_weights_argument(p)
     p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--images", nargs="*", help="real images to check the export on (default: the sample photos "
                                                "shipped with splitattn)")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 post-training static quantization (onnx: QDQ for ONNX Runtime; openvino: NNCF), "
+                        "calibrated on --calibration")
+    p.add_argument("--calibration", metavar="DIR",
+                   help="with --int8: a folder of real training images to calibrate on (searched recursively; "
+                        "default: a training checkpoint's own training data, else the few sample photos shipped with "
+                        "splitattn, a poor calibration set)")
+    p.add_argument("--calibration-images", type=positive_int, default=300, metavar="N",
+                   help="with --int8: calibrate on N random images of them (seeded; default 300)")
     add_max_pixels_argument(p)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("bench", help="throughput and memory: ours (plain, deploy) vs timm and torchvision")
+    p = sub.add_parser("bench", help="throughput and memory: ours (plain, deploy, compiled package) vs timm, "
+                                     "torchvision, ONNX Runtime and OpenVINO")
     p.add_argument("--model", default="resnest50", help="zoo model (default resnest50)")
     p.add_argument("--batch-sizes", default="16", help="comma-separated (default 16)")
     p.add_argument("--image-size", type=positive_int, default=224)
-    p.add_argument("--dtypes", default="fp32,bf16", help="fp32,bf16 (fp16 on GPU)")
+    p.add_argument("--dtypes", default="fp32,bf16", help="fp32,bf16,int8 (fp16 on GPU; int8: CPU, the quantized "
+                                                          "package and the engines' int8 files)")
     p.add_argument("--layouts", default="nchw,nhwc", help="nchw,nhwc (deploy is always NHWC inside)")
     p.add_argument("--modes", default="eager,compiled", help="eager,compiled")
     p.add_argument("--peers", default="timm,torchvision", help="timm,torchvision (timm is optional)")
     p.add_argument("--runtimes", default="onnxruntime,openvino",
                    help="CPU engines run on our exported ONNX file: onnxruntime,openvino ('' for none; each optional)")
+    p.add_argument("--no-aot", action="store_true", help="skip the ours-aot rows (splitattn.deploy.optimize's "
+                                                        "compiled package; compiled once, then cached)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed calls per row (median)")
     add_device_argument(p)
@@ -274,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .classification.cli import add_commands as classification_commands
     from .detection.cli import add_commands as detection_commands
+    from .quantize_cli import add_command as quantize_command
     from .segmentation.cli import add_commands as segmentation_commands
 
+    quantize_command(sub)
     classification_commands(sub)
     detect = sub.add_parser("detect", help="Faster / Mask / Cascade R-CNN with a ResNeSt-FPN backbone")
     detection_commands(detect.add_subparsers(dest="task", required=True))

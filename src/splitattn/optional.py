@@ -20,6 +20,8 @@ PACKAGES = {
     "safetensors": ("safetensors", "hub"),
     "huggingface_hub": ("huggingface_hub", "hub"),
     "openvino": ("openvino", "openvino"),
+    "nncf": ("nncf", "openvino"),
+    "torchao": ("torchao", "quantize"),
 }
 
 

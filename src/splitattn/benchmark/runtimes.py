@@ -2,8 +2,9 @@
 ONNX file ``splitattn export`` writes for the same model and weights, as callables the bench times beside ours.
 
 Each engine gets the threads PyTorch has (``torch.get_num_threads()``), so the ratios compare like with like.
-ONNX Runtime has no bf16 convolutions on the CPU, so it has fp32 rows only; OpenVINO runs bf16 through its
-``INFERENCE_PRECISION_HINT`` (its default on CPUs with bf16 instructions).
+ONNX Runtime has no bf16 convolutions on the CPU, so it has fp32 and int8 rows; OpenVINO runs bf16 through its
+``INFERENCE_PRECISION_HINT`` (its default on CPUs with bf16 instructions). Their int8 rows run the files
+``splitattn export --int8`` writes (ONNX Runtime's QDQ quantizer, NNCF), calibrated on the bench's images.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 from ..optional import available, require
 
 RUNTIMES = ("onnxruntime", "openvino")
-DTYPES = {"onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
+DTYPES = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}
 
 
@@ -70,8 +71,9 @@ def openvino_model(onnx_path: Path, batch: int, image_size: int, dtype: str = "f
     core = ov.Core()
     network = core.read_model(str(onnx_path))
     network.reshape({network.inputs[0]: [batch, 3, image_size, image_size]})
-    config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[dtype],
-              "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+    if dtype != "int8":  # int8: OpenVINO's own choice for the layers NNCF left in float (bf16 on this CPU)
+        config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[dtype]
     compiled = core.compile_model(network, "CPU", config)
     request = compiled.create_infer_request()
 
@@ -81,13 +83,25 @@ def openvino_model(onnx_path: Path, batch: int, image_size: int, dtype: str = "f
     return RuntimeModel("openvino", dtype, run)
 
 
-def runtime_models(onnx_path: Path, runtimes: tuple[str, ...], dtype: str, batch: int,
-                   image_size: int) -> dict[str, RuntimeModel]:
-    """The installed runtimes that offer ``dtype``, compiled for ``batch``."""
+def int8_files(onnx_path: Path, runtimes: tuple[str, ...], calibration: torch.Tensor) -> dict[str, Path]:
+    """Each runtime's int8 file quantized from ``onnx_path`` on ``calibration``, written beside it."""
+    from ..export_int8 import quantize_onnx, quantize_openvino
+
+    files = {}
+    if "onnxruntime" in runtimes:
+        files["onnxruntime"] = quantize_onnx(onnx_path, onnx_path.with_name("model-int8.onnx"), calibration)
+    if "openvino" in runtimes:
+        files["openvino"] = quantize_openvino(onnx_path, onnx_path.with_name("model-int8.xml"), calibration)
+    return files
+
+
+def runtime_models(files: dict[str, Path], dtype: str, batch: int, image_size: int) -> dict[str, RuntimeModel]:
+    """The runtimes in ``files`` (name → the ONNX / IR file for ``dtype``) that offer ``dtype``, compiled for
+    ``batch``."""
     models = {}
-    for name in runtimes:
+    for name, path in files.items():
         if not available(name) or dtype not in DTYPES[name]:
             continue
-        models[name] = (onnxruntime_model(onnx_path, dtype) if name == "onnxruntime"
-                        else openvino_model(onnx_path, batch, image_size, dtype))
+        models[name] = (onnxruntime_model(path, dtype) if name == "onnxruntime"
+                        else openvino_model(path, batch, image_size, dtype))
     return models

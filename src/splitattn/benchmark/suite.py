@@ -1,6 +1,7 @@
-"""The bench grid: ours (plain and deploy) vs timm (same architecture, same weights), torchvision resnet50, and the
-engines a CPU deployment would pick (ONNX Runtime, OpenVINO on our exported ONNX file), inference and training, in
-one process and one run, so every ratio compares like with like."""
+"""The bench grid: ours (plain, deploy, and the AOTInductor package ``splitattn.deploy.optimize`` builds) vs timm
+(same architecture, same weights), torchvision resnet50, and the engines a CPU deployment would pick (ONNX Runtime,
+OpenVINO on our exported ONNX file), fp32 / bf16 / int8, inference and training, in one process and one run, so
+every ratio compares like with like."""
 
 from __future__ import annotations
 
@@ -10,17 +11,22 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm import tqdm
 
+from ..allocator import keep_freed_memory
 from ..models.info import measure
 from ..models.zoo import get_entry
-from .runtimes import RUNTIMES, export_onnx, missing_runtimes, runtime_models
+from ..optional import available
+from .runtimes import RUNTIMES, export_onnx, int8_files, missing_runtimes, runtime_models
 from .timing import gemm_roof, median_seconds
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}  # int8: fp32 in
+SETTLE_S = 0.2  # pause before each timed call: the engines' spinning threads go idle (interleaved_rates)
+CALIBRATION_IMAGES = 32  # int8 rows: random images set the activation ranges (speed does not depend on them)
 PEERS = ("timm", "torchvision")
 
 
@@ -39,6 +45,7 @@ class BenchConfig:
     train: bool = True
     peers: tuple[str, ...] = PEERS
     runtimes: tuple[str, ...] = RUNTIMES  # timed in the NHWC (or only) layout's eager rows, on the CPU
+    aot: bool = True  # the ours-aot rows (CPU): splitattn.deploy.optimize's package, compiled or from its cache
     repeats: int = 5
     device: str = "cpu"
 
@@ -46,7 +53,8 @@ class BenchConfig:
 @dataclass
 class Row:
     task: str  # inference | train
-    form: str  # ours | ours-deploy | ours-lean (memory-efficient training) | timm | torchvision-resnet50
+    form: str  # ours | ours-deploy | ours-aot | ours-lean (memory-efficient training) | timm | torchvision-resnet50 |
+    # onnxruntime | openvino
     dtype: str
     layout: str
     mode: str
@@ -85,7 +93,7 @@ def build(form: str, name: str, weights: dict[str, torch.Tensor] | None) -> torc
     """A model of ``form`` with ``weights`` (ours' state_dict) where the architecture is the same."""
     import splitattn
 
-    if form in ("ours", "ours-deploy", "ours-lean"):
+    if form in ("ours", "ours-deploy", "ours-aot", "ours-lean"):
         model = splitattn.create_model(name, memory_efficient=form == "ours-lean")
         if weights is not None:
             model.load_state_dict(weights)
@@ -147,7 +155,11 @@ def inference_rate(model: torch.nn.Module, batch: int, size: int, dtype: torch.d
 def interleaved_rates(models: dict[str, torch.nn.Module], batch: int, size: int, dtype: torch.dtype, layout: str,
                       device: torch.device, repeats: int) -> dict[str, float]:
     """Images/s of each model, timed in turn (A B C A B C …) so that a machine slowing down or speeding
-    up over the minutes of a run (shared hosts do) moves every model alike and the ratios stay fair."""
+    up over the minutes of a run (shared hosts do) moves every model alike and the ratios stay fair.
+
+    Each timed call starts after a pause of ``SETTLE_S``: ONNX Runtime's and OpenVINO's worker threads keep
+    spinning for a while after a call returns, which, without the pause, slowed whichever model ran next on two
+    cores (our int8 package at batch 1: 38 ms interleaved against 13 ms alone)."""
     images = _images(batch, size, dtype, layout, device)
     times: dict[str, list[float]] = {form: [] for form in models}
     with torch.inference_mode():
@@ -156,6 +168,7 @@ def interleaved_rates(models: dict[str, torch.nn.Module], batch: int, size: int,
                 model(images)
         for _ in range(repeats):
             for form, model in models.items():
+                time.sleep(SETTLE_S)
                 times[form].append(median_seconds(lambda m=model: m(images), device, warmup=0, repeats=1))
     return {form: batch / statistics.median(values) for form, values in times.items()}
 
@@ -183,18 +196,27 @@ def _machine(device: torch.device) -> dict:
     return info
 
 
+def _runtime_group(config: BenchConfig) -> tuple[str, str]:
+    """The (layout, mode) group that the engines and the AOT package are timed in."""
+    return ("nhwc" if "nhwc" in config.layouts else config.layouts[0]), "eager"
+
+
 def _plan(config: BenchConfig, forms: list[str]) -> list[tuple]:
     cases = []
+    aot = config.aot and config.device == "cpu"
     for batch in config.batch_sizes:
         for dtype in config.dtypes:
             for layout in config.layouts:
                 for mode in config.modes:
-                    for form in ["ours", "ours-deploy", *forms]:
+                    extra = ["ours-aot"] if aot and (layout, mode) == _runtime_group(config) else []
+                    for form in ["ours", "ours-deploy", *forms, *extra]:
                         if form == "ours-deploy" and layout == "nchw":
                             continue  # deploy works in NHWC from the stem on, whatever the input layout
+                        if dtype == "int8" and form != "ours-aot":
+                            continue  # int8 is the quantized package and the engines' int8 files only
                         cases.append(("inference", form, dtype, layout, mode, batch))
         if config.train:
-            for dtype in config.dtypes:
+            for dtype in (d for d in config.dtypes if d != "int8"):
                 for layout in config.layouts:
                     for form in ["ours", "ours-lean", *[f for f in forms if f == "timm"]]:
                         cases.append(("train", form, dtype, layout, "eager", batch))
@@ -209,11 +231,12 @@ def _with_ratios(rows: list[Row], roof: dict[str, float], gflop: dict[str, float
             row.vs_timm = float(f"{row.images_per_s / peer.images_per_s:.4g}")  # 4 significant digits, any size
         per_image = gflop["torchvision-resnet50" if row.form == "torchvision-resnet50" else "model"]
         per_image *= 3 if row.task == "train" else 1  # backward ≈ 2× forward
-        row.roof_pct = round(100 * row.images_per_s * per_image / roof[row.dtype], 1)
+        if row.dtype in roof:  # no int8 roof: int8 rows are judged against our fp32 and the engines' int8
+            row.roof_pct = round(100 * row.images_per_s * per_image / roof[row.dtype], 1)
 
 
 def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
-    from ..deploy import compile_for_inference, deploy
+    from ..deploy import compile_for_inference, deploy, optimize
 
     device = torch.device(config.device)
     for dtype in config.dtypes:
@@ -227,9 +250,13 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
     for mode in config.modes:
         if mode not in ("eager", "compiled"):
             raise BenchError(f"unknown mode {mode!r}: eager or compiled")
+    if "int8" in config.dtypes and device.type != "cpu":
+        raise BenchError("int8 rows are CPU rows (oneDNN, ONNX Runtime, OpenVINO): drop int8 on " + config.device)
     notes: list[str] = []
+    if device.type == "cpu" and keep_freed_memory():  # what optimize() sets: every PyTorch row runs with it
+        notes.append("glibc malloc keeps freed memory (splitattn.allocator) for every row of this process")
     forms = available_peers(config, notes)
-    roof = {d: round(gemm_roof(DTYPES[d], device), 1) for d in config.dtypes}
+    roof = {d: round(gemm_roof(DTYPES[d], device), 1) for d in config.dtypes if d != "int8"}
     gflop = {"model": 2 * measure(config.model, config.image_size).gmacs}
     if "torchvision-resnet50" in forms:
         import torchvision
@@ -249,24 +276,40 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
             groups.setdefault((dtype, layout, mode, batch), []).append(form)
     runtimes = _usable_runtimes(config, notes)
     onnx_path = export_onnx(build("ours", config.model, weights), config.image_size) if runtimes else None
-    runtime_layout = "nhwc" if "nhwc" in config.layouts else config.layouts[0]
+    calibration = torch.randn(CALIBRATION_IMAGES, 3, config.image_size, config.image_size,
+                              generator=torch.Generator().manual_seed(1))
+    files = {name: {d: onnx_path for d in config.dtypes if d != "int8"} for name in runtimes}
+    if runtimes and "int8" in config.dtypes:
+        if "openvino" in runtimes and not available("nncf"):
+            notes.append("nncf is not installed, so OpenVINO has no int8 row: pip install 'splitattn[openvino]'")
+        quantizable = tuple(r for r in runtimes if r != "openvino" or available("nncf"))
+        for name, path in int8_files(onnx_path, quantizable, calibration).items():
+            files[name]["int8"] = path
     reference = build("ours", config.model, weights).eval()  # fp32 PyTorch: every row's max |Δ| is against it
     bar = tqdm(total=len(cases), desc="bench", disable=not progress)
     for (dtype, layout, mode, batch), group_forms in groups.items():
-        models = {}
+        models, row_notes = {}, {}
         for form in group_forms:
             model = build(form, config.model, weights if form != "torchvision-resnet50" else None).eval()
+            if form == "ours-aot":
+                example = torch.zeros(batch, 3, config.image_size, config.image_size)
+                models[form] = optimize(model, example, dtype, calibration, progress=False)
+                built = models[form]
+                row_notes[form] = "package from the cache" if built.from_cache else \
+                    f"compiled in {built.compile_seconds:.0f} s"
+                continue
             if form == "ours-deploy":
                 model = deploy(model)
             model = _prepare(model, DTYPES[dtype], layout, device)
             models[form] = compile_for_inference(model) if mode == "compiled" else model
-        if onnx_path is not None and layout == runtime_layout and mode == "eager":
-            models.update(runtime_models(onnx_path, runtimes, dtype, batch, config.image_size))
+        if runtimes and (layout, mode) == _runtime_group(config):
+            per_dtype = {name: paths[dtype] for name, paths in files.items() if dtype in paths}
+            models.update(runtime_models(per_dtype, dtype, batch, config.image_size))
         diffs = _max_abs_diffs(models, reference, batch, config.image_size, DTYPES[dtype], layout, device)
         rates = interleaved_rates(models, batch, config.image_size, DTYPES[dtype], layout, device, config.repeats)
         for form in models:
             result.rows.append(Row("inference", form, dtype, layout, mode, batch, round(rates[form], 2),
-                                   max_abs_diff=diffs.get(form)))
+                                   max_abs_diff=diffs.get(form), note=row_notes.get(form, "")))
         bar.update(len(group_forms))
         torch._dynamo.reset()
     for task, form, dtype, layout, mode, batch in cases:
@@ -279,7 +322,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
                                peak_mb=round(probe["peak_mb"], 1)))
         bar.update(1)
     bar.close()
-    roof = {d: max(roof[d], round(gemm_roof(DTYPES[d], device), 1)) for d in config.dtypes}  # best of start/end
+    roof = {d: max(roof[d], round(gemm_roof(DTYPES[d], device), 1)) for d in roof}  # best of start and end
     result.roof_gflops = roof
     _with_ratios(result.rows, roof, gflop)
     result.summary = best_against_peers(result.rows)
@@ -311,7 +354,7 @@ def _max_abs_diffs(models: dict, reference: torch.nn.Module, batch: int, size: i
                 for form, model in models.items() if form != "torchvision-resnet50"}
 
 
-OURS = ("ours", "ours-deploy")
+OURS = ("ours", "ours-deploy", "ours-aot")
 
 
 def best_against_peers(rows: list[Row]) -> list[dict]:
@@ -341,9 +384,10 @@ def format_table(result: BenchResult) -> str:
         ratio = f"{r.vs_timm:.2f}×" if r.vs_timm is not None else "-"
         peak = f"{r.peak_mb:.0f}" if r.peak_mb is not None else "-"
         diff = f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-"
+        roof = f"{r.roof_pct:.1f}" if r.roof_pct is not None else "-"
         lines.append(f"{r.task:9} {r.form:21} {r.dtype:5} {r.layout:6} {r.mode:8} {r.batch:>5} "
-                     f"{r.images_per_s:>8.2f} {1000 * r.batch / r.images_per_s:>8.1f} {ratio:>7} {r.roof_pct:>6.1f} "
-                     f"{diff:>8} {peak:>8}")
+                     f"{r.images_per_s:>8.2f} {1000 * r.batch / r.images_per_s:>8.1f} {ratio:>7} {roof:>6} "
+                     f"{diff:>8} {peak:>8}" + (f"  {r.note}" if r.note else ""))
     for s in result.summary:
         lines.append(f"best: {s['dtype']} batch {s['batch']}: ours {s['ours']} {s['ours_images_per_s']:.2f} img/s "
                      f"({s['ours_ms']} ms) vs {s['best_peer']} {s['peer_images_per_s']:.2f} img/s ({s['peer_ms']} ms)"

@@ -35,10 +35,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
+from ..allocator import keep_freed_memory
 from ..layers import SyncBatchNorm, convert_sync_batchnorm, needs_two_samples
 from ..models.weights import CheckpointError, atomic_save, read_checkpoint_file
 from ..seeding import derive_seed
-from .allocator import keep_freed_memory
 from .checkpoint import FORMAT, LAST, checkpoint_task, existing_run, find_resume
 from .config import ConfigError, TaskConfig
 from .distributed import DistInfo, all_reduce_sum, any_rank, barrier, init_distributed

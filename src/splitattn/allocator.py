@@ -1,4 +1,4 @@
-"""glibc malloc settings for training on the CPU: keep freed activations instead of returning them to the OS.
+"""glibc malloc settings for the CPU (training, compiled inference): keep freed memory, not return it to the OS.
 
 Each training step frees and reallocates the same few-MB activation buffers. glibc serves blocks above its
 (dynamic) mmap threshold with fresh ``mmap`` calls and trims freed heap tops back to the OS, so every step
