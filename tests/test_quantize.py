@@ -4,9 +4,12 @@ model is checked through the CLI in test_train.py."""
 
 from __future__ import annotations
 
+import collections
 import json
+import re
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -16,6 +19,13 @@ from splitattn.deploy import QuantizeError, load_package, optimize
 from tests.conftest import foolbox_photos
 
 SIZE = 64
+
+
+def kernel_calls(path) -> collections.Counter:
+    """The CPU ops a package's generated C++ wrapper calls (oneDNN convolutions, int8 qconv, …)."""
+    with zipfile.ZipFile(path) as archive:
+        wrapper = next(n for n in archive.namelist() if n.endswith(".wrapper.cpp"))
+        return collections.Counter(re.findall(r"aoti_torch_cpu_(\w+)\(", archive.read(wrapper).decode()))
 
 
 @pytest.fixture()
@@ -32,8 +42,10 @@ def _model(**kwargs):
 def test_fp32_package_matches_eager_and_a_second_process_loads_it(cache):
     model = _model()
     images = torch.randn(2, 3, SIZE, SIZE)
-    compiled = optimize(model, images, "fp32", progress=False)
+    compiled = optimize(model, images, "fp32", progress=False, meta={"source": "a test"})
     assert not compiled.from_cache and compiled.compile_seconds > 0
+    assert compiled.meta["source"] == "a test" and compiled.meta["input_shape"] == [2, 3, SIZE, SIZE]
+    assert kernel_calls(compiled.path)["mkldnn__convolution_pointwise"] > 0  # oneDNN with packed weights
     assert compiled.path.parent == cache and compiled.path.suffix == ".pt2"
     with torch.inference_mode():
         expected = model(images)
@@ -52,8 +64,21 @@ def test_fp32_package_matches_eager_and_a_second_process_loads_it(cache):
     from_cache, seconds, load_seconds, path = json.loads(result.stdout.strip().splitlines()[-1])
     assert from_cache and seconds == 0.0 and path == str(compiled.path), result.stdout
     assert load_seconds < 10
-    other = optimize(_model(), images, "bf16", progress=False)  # another dtype is another package
-    assert other.path != compiled.path and not other.from_cache
+
+
+def test_the_cache_key_follows_what_decides_the_graph():
+    """Same weights, another graph (feature maps returned, dilation, avd placement): another package."""
+    from splitattn.deploy.package import _fingerprint
+
+    def key(model, dtype="fp32", shape=(2, 3, SIZE, SIZE)):
+        return _fingerprint(model, dtype, shape, None)
+
+    base = _model(features_only=True, out_indices=(1, 2, 3, 4))
+    keys = {key(base), key(_model(features_only=True, out_indices=(2, 3, 4))),
+            key(_model(features_only=True, out_indices=(1, 2, 3, 4), output_stride=8)),
+            key(base, "bf16"), key(base, shape=(1, 3, SIZE, SIZE))}
+    assert len(keys) == 5
+    assert key(base) == key(_model(features_only=True, out_indices=(1, 2, 3, 4)))  # the same model: the same key
 
 
 def test_backbone_package_returns_every_feature_map(cache):
@@ -84,7 +109,12 @@ def test_int8_package_follows_its_quantized_graph_on_real_photos(cache):
     calibration, check = photos[:12], photos[12:]
     model = _model()
     graph = quantize_int8(model, calibration, progress=False)
+    as_batches = optimize(model, check, "int8", calibration=list(calibration.split(5)), progress=False)
     compiled = optimize(model, check, "int8", calibration=calibration, progress=False)
+    assert compiled.from_cache and compiled.path == as_batches.path  # the same images as a tensor or as batches
+    calls = kernel_calls(compiled.path)  # int8 oneDNN convolutions, not the quantize/dequantize graph in fp32
+    assert calls["_qconv_pointwise_tensor"] + calls["_qconv2d_pointwise_binary_tensor"] > 0, calls
+    assert not calls["mkldnn__convolution_pointwise"], calls
     with torch.inference_mode():
         reference, fp32 = graph(check), model(check)
         got = compiled(check)
@@ -97,6 +127,9 @@ def test_int8_package_follows_its_quantized_graph_on_real_photos(cache):
         optimize(model, check, "int8", progress=False)
     with pytest.raises(QuantizeError, match=r"non-empty \(N, C, H, W\)"):
         quantize_int8(model, torch.empty(0, 3, SIZE, SIZE), progress=False)
+    bf16 = _model().to(torch.bfloat16)
+    quantize_int8(bf16, calibration[:2], progress=False)
+    assert next(bf16.parameters()).dtype == torch.bfloat16  # the caller's model is left as it was
 
 
 def test_quantize_cli_refuses_a_wrong_output_name(tmp_path, capsys):

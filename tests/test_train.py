@@ -96,8 +96,8 @@ def test_training_on_real_fashion_mnist_through_the_cli(tmp_path):
     # measured: 99.19 % agreement, +0.09 points (the 16-epoch demo model: 99.67 %, +0.03; docs/deploy.md)
     assert record["agree"] >= 9850, record
     assert abs(record["int8_correct"] - record["fp32_correct"]) <= 40, record  # 0.4 points
-    assert splitattn("quantize", str(out / "checkpoints/best.pth"), "--output", str(out / "int8.pt2"),
-                     check=False).returncode == 2  # no silent overwrite
+    refused = splitattn("quantize", str(out / "checkpoints/best.pth"), "--output", str(out / "int8.pt2"), check=False)
+    assert refused.returncode == 2 and "int8.pt2 already exists: pass --overwrite" in refused.stderr
 
     photo = next(p for p in foolbox_photos()[0].parent.glob("fashionMNIST_*_9.png"))  # an ankle boot
     predicted = splitattn("predict", "--checkpoint", str(out / "checkpoints/best.pth"), str(photo)).stdout

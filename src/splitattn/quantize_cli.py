@@ -1,5 +1,5 @@
 """`splitattn quantize`: int8 post-training quantization of a classifier into a compiled AOTInductor package,
-checked against the fp32 model on held-out images."""
+checked against the fp32 model on a held-out split (without data: on the shipped photos, agreement only)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .cli_common import add_max_pixels_argument, add_weights_argument, apply_max_pixels, positive_int
+from .cli_common import (
+    add_max_pixels_argument,
+    add_weights_argument,
+    apply_max_pixels,
+    non_negative_int,
+    positive_int,
+)
 from .models.weights import CheckpointError
 
 
@@ -38,6 +44,9 @@ def _compare(compiled, model, batches, limit: int) -> dict:
         for images, labels in batches:
             if limit and counts["images"] >= limit:
                 break
+            if limit:
+                images = images[:limit - counts["images"]]
+                labels = labels[:len(images)] if labels is not None else None
             for start in range(0, len(images), size if size > 0 else len(images)):
                 chunk = images[start:start + size] if size > 0 else images
                 padded = torch.cat([chunk, chunk.new_zeros(size - len(chunk), *chunk.shape[1:])]) \
@@ -66,8 +75,10 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
     output = Path(args.output or f"{stem}-int8.pt2")
     if output.suffix != ".pt2":
         raise CheckpointError(f"an AOTInductor package is NAME.pt2: name the output {output.with_suffix('.pt2').name}")
-    if (output.exists() or output.with_suffix(".json").exists()) and not args.overwrite:
-        raise CheckpointError(f"{output} already exists: pass --overwrite to replace it, or choose another output")
+    for existing in (output, output.with_suffix(".json"), Path(args.summary_json or output)):
+        if existing.exists() and not args.overwrite:
+            raise CheckpointError(f"{existing} already exists: pass --overwrite to replace it, or choose another "
+                                  "output")
     images, where = calibration_images(predictor, args.calibration, args.calibration_images)
     print(f"calibrating on {where}", flush=True)
     example = images.new_zeros(args.batch_size, *images.shape[1:])
@@ -75,11 +86,14 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
     compiled = optimize(predictor.model, example, "int8", calibration=images, dynamic_batch=args.dynamic_batch,
                         package=output, meta=meta)
     batch = "any batch" if args.dynamic_batch else f"batch {args.batch_size}"
+    how = "the same package was already there: loaded it" if compiled.from_cache else \
+        f"in {compiled.compile_seconds:.0f}s (quantization and AOTInductor compile)"
     print(f"wrote {output} + {output.with_suffix('.json').name} ({output.stat().st_size / 2**20:.1f} MiB, int8, "
-          f"{batch}, {'×'.join(map(str, images.shape[1:]))}) in {compiled.compile_seconds:.0f}s "
-          f"(quantization and AOTInductor compile); loads in {compiled.load_seconds:.2f}s")
+          f"{batch}, {'×'.join(map(str, images.shape[1:]))}) {how}; loads in {compiled.load_seconds:.2f}s")
     batches, what = _check_batches(predictor, args)
     counts = _compare(compiled, predictor.model, batches, args.check_images)
+    if not counts["images"]:
+        raise CheckpointError(f"no images to compare int8 with fp32 on in {what}: check --data / --check-split")
     summary = f"int8 vs fp32 on {counts['images']} images of {what}: top-1 agreement " \
               f"{100 * counts['agree'] / counts['images']:.2f}%"
     if counts["labelled"]:
@@ -89,7 +103,9 @@ def _cmd_quantize(args: argparse.Namespace) -> None:
     if args.summary_json:
         record = {"command": "splitattn " + " ".join(sys.argv[1:]), "package": str(output), "calibration": where,
                   "check": what, "summary": summary, "compile_seconds": round(compiled.compile_seconds, 1), **counts}
-        Path(args.summary_json).write_text(json.dumps(record, indent=1))
+        partial = Path(args.summary_json + ".partial")
+        partial.write_text(json.dumps(record, indent=1))
+        partial.replace(args.summary_json)
 
 
 def add_command(sub) -> None:
@@ -109,11 +125,12 @@ def add_command(sub) -> None:
     p.add_argument("--dataset", choices=["imagefolder", "fashion_mnist"], help="default: the checkpoint's")
     p.add_argument("--check-split", default="val", help="split to compare int8 with fp32 on (default val; "
                                                         "Fashion-MNIST: its test set)")
-    p.add_argument("--check-images", type=int, default=0, help="compare on at most this many (default 0: all)")
+    p.add_argument("--check-images", type=non_negative_int, default=0,
+                   help="compare on at most this many (default 0: all)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="the batch the package is compiled for")
     p.add_argument("--dynamic-batch", action="store_true", help="compile for any batch size")
     p.add_argument("--output", help="output package (default: NAME-int8.pt2 here, with NAME-int8.json beside it)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--summary-json", help="write the comparison here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (package or summary)")
+    p.add_argument("--summary-json", help="write the comparison here (kept unless --overwrite)")
     add_max_pixels_argument(p)
     p.set_defaults(func=_cmd_quantize)

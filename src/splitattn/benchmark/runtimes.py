@@ -66,7 +66,8 @@ def onnxruntime_model(onnx_path: Path, dtype: str = "fp32") -> RuntimeModel:
 
 
 def openvino_model(onnx_path: Path, batch: int, image_size: int, dtype: str = "fp32") -> RuntimeModel:
-    """OpenVINO compiled for a static ``batch`` (its fastest form), in ``dtype`` ('fp32' or 'bf16')."""
+    """OpenVINO compiled for a static ``batch`` (its fastest form), in ``dtype``: 'fp32' or 'bf16' (the precision
+    hint), or 'int8' (an NNCF-quantized IR, with OpenVINO's own choice for the layers left in float)."""
     ov = require("openvino", "the OpenVINO rows of the bench")
     core = ov.Core()
     network = core.read_model(str(onnx_path))

@@ -252,6 +252,9 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
             raise BenchError(f"unknown mode {mode!r}: eager or compiled")
     if "int8" in config.dtypes and device.type != "cpu":
         raise BenchError("int8 rows are CPU rows (oneDNN, ONNX Runtime, OpenVINO): drop int8 on " + config.device)
+    if "int8" in config.dtypes and not (config.aot and "eager" in config.modes):
+        raise BenchError("int8 rows are timed in the eager group beside our int8 package: keep --modes eager and "
+                         "drop --no-aot, or drop int8")
     notes: list[str] = []
     if device.type == "cpu" and keep_freed_memory():  # what optimize() sets: every PyTorch row runs with it
         notes.append("glibc malloc keeps freed memory (splitattn.allocator) for every row of this process")

@@ -9,16 +9,17 @@ then ``torch.export`` and AOTInductor (``torch._inductor.aoti_compile_and_packag
 https://docs.pytorch.org/docs/stable/torch.compiler_aot_inductor.html) compile it to a ``.pt2`` package: a shared
 library with the weights inside. The package is written once under a key of everything that decides its
 contents (weights, dtype, example shape, calibration images, torch version, CPU instruction set), so a second
-call, in this process or another, loads it in about a second instead of compiling for minutes.
+call, in this process or another, loads it in well under a second instead of compiling for half a minute or more.
 
 Loading a package also sets glibc's malloc thresholds for the process (``splitattn.allocator``): without
 them each call of a ResNeSt-50 at batch 16 page-faults ~50,000 fresh pages for its activations (glibc returns
-large freed blocks to the OS), 18 % of the fp32 call's time on a 2-core CPU. ``keep_freed_memory=False`` leaves
+large freed blocks to the OS), 10-25 % of an fp32 or int8 call on a 2-core CPU. ``keep_freed_memory=False`` leaves
 malloc alone.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from torch import nn
 from ..allocator import keep_freed_memory as _keep_freed_memory
 from .blocks import DeployError
 from .convert import deploy
-from .quantize import QuantizeError, quantize_int8
+from .quantize import QuantizeError, calibration_batches, quantize_int8
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}  # int8 graphs take fp32 images
 
@@ -74,14 +75,28 @@ def _cpu_isa() -> str:
     return str(pick_vec_isa())  # the generated code is specialised to it (e.g. avx512)
 
 
+def _structure(model: nn.Module) -> str:
+    """The module tree and each module's plain settings (``out_indices``, ``output_stride``, …): what decides the
+    graph besides the weights (``avd_first`` and dilations show in the tree itself)."""
+    parts = [repr(model)]
+    for name, module in model.named_modules():
+        plain = {k: v for k, v in vars(module).items()
+                 if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, tuple, list))}
+        parts.append(f"{name}: {sorted(plain.items())!r}")
+    return "\n".join(parts)
+
+
 def _fingerprint(model: nn.Module, dtype: str, shape: tuple[int, ...], calibration: torch.Tensor | None) -> str:
+    from .. import __version__
+
     digest = hashlib.sha256()
-    digest.update(json.dumps([type(model).__name__, dtype, list(shape), torch.__version__, _cpu_isa()]).encode())
+    digest.update(json.dumps([dtype, list(shape), __version__, torch.__version__, _cpu_isa()]).encode())
+    digest.update(_structure(model).encode())
     for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     if calibration is not None:
-        digest.update(calibration.float().contiguous().numpy().tobytes())
+        digest.update(calibration.numpy().tobytes())
     return digest.hexdigest()[:24]
 
 
@@ -93,8 +108,8 @@ def _inference_form(model: nn.Module, dtype: str, calibration: torch.Tensor | No
         return quantize_int8(model, calibration, progress=progress)
     try:
         form = deploy(model)
-    except DeployError:  # e.g. deformable convolutions: the plain model, still compiled with frozen weights
-        form = model
+    except DeployError:  # e.g. deformable convolutions: the plain model (a copy), still compiled with frozen weights
+        form = copy.deepcopy(model)
     return form.to(DTYPES[dtype]).to(memory_format=torch.channels_last)
 
 
@@ -106,19 +121,22 @@ def optimize(model: nn.Module, example: torch.Tensor, dtype: str = "fp32", calib
 
     ``package``: where to write the ``.pt2`` (default: the compiled cache, keyed by weights, dtype, shape,
     calibration, torch version and CPU instruction set); an existing package with the same key is loaded, not
-    rebuilt. Compile time (minutes for a ResNeSt-50 on 2 cores) is paid once and reported in
-    ``compile_seconds``. ``meta``: extra JSON-able facts (classes, source) stored beside the package.
-    ``keep_freed_memory``: see the module docstring."""
+    rebuilt, and one with another key is replaced. Compile time (20-40 s for a ResNeSt-50 on 2 cores) is paid
+    once and reported in ``compile_seconds``. ``calibration`` (int8): a tensor of preprocessed images or an
+    iterable of batches, as :func:`quantize_int8` takes. ``meta``: extra JSON-able facts (classes, source)
+    stored beside the package. ``keep_freed_memory``: see the module docstring."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: choose from {', '.join(DTYPES)}")
     if model.training:
         raise ValueError("optimize() builds an inference form: call model.eval() first")
     shape = (-1, *example.shape[1:]) if dynamic_batch else tuple(example.shape)
+    if dtype == "int8" and calibration is not None:  # one tensor, so that it can be part of the key
+        calibration = torch.cat(calibration_batches(calibration, 32)).detach().to("cpu", torch.float32).contiguous()
     key = _fingerprint(model, dtype, shape, calibration if dtype == "int8" else None)
     path = Path(package) if package is not None else compiled_cache_dir() / f"{dtype}-{key}.pt2"
     meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() and path.is_file() else {}
-    compile_seconds, from_cache = 0.0, meta.get("key") == key
+    stored = _read_meta(meta_path) if meta_path.is_file() and path.is_file() else {}
+    compile_seconds, from_cache = 0.0, stored.get("key") == key
     if not from_cache:
         start = time.perf_counter()
         form = _inference_form(model.eval(), dtype, calibration, progress)
@@ -137,13 +155,24 @@ def optimize(model: nn.Module, example: torch.Tensor, dtype: str = "fp32", calib
                 staged_path.replace(path)  # never a half-written package under the final name
         compile_seconds = time.perf_counter() - start
         partial = meta_path.with_name(meta_path.name + ".partial")
-        partial.write_text(json.dumps({"key": key, "dtype": dtype, "input_shape": list(shape),
+        partial.write_text(json.dumps({**(meta or {}), "key": key, "dtype": dtype, "input_shape": list(shape),
                                        "compile_seconds": round(compile_seconds, 1), "torch": torch.__version__,
-                                       "cpu_isa": _cpu_isa(), **(meta or {})}, indent=1))
+                                       "cpu_isa": _cpu_isa()}, indent=1))
         partial.replace(meta_path)
     loaded = load_package(path, keep_freed_memory)
     loaded.compile_seconds, loaded.from_cache = compile_seconds, from_cache
     return loaded
+
+
+def _read_meta(meta_path: Path) -> dict:
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not {"key", "dtype", "input_shape"} <= set(meta):
+            raise ValueError
+    except ValueError:  # json.JSONDecodeError is one
+        raise ValueError(f"{meta_path} is not a package's facts file (key, dtype, input_shape): write the package "
+                         "again with splitattn.deploy.optimize() or `splitattn quantize`") from None
+    return meta
 
 
 def load_package(path: str | Path, keep_freed_memory: bool = True) -> CompiledModel:
@@ -154,7 +183,7 @@ def load_package(path: str | Path, keep_freed_memory: bool = True) -> CompiledMo
     if not path.is_file() or not meta_path.is_file():
         raise FileNotFoundError(f"{path} (and {meta_path.name} beside it) not found: write it with "
                                 "splitattn.deploy.optimize() or `splitattn quantize`")
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(meta_path)
     if meta.get("torch") != torch.__version__ or meta.get("cpu_isa") != _cpu_isa():
         raise RuntimeError(f"{path.name} was compiled by torch {meta.get('torch')} for {meta.get('cpu_isa')}; this is "
                            f"torch {torch.__version__} on {_cpu_isa()}: compile it again here")

@@ -3,7 +3,7 @@
 The flow is PyTorch's own (https://docs.pytorch.org/ao/stable/tutorials_source/pt2e_quant_x86_inductor.html):
 ``torch.export`` → ``prepare_pt2e`` with torchao's ``X86InductorQuantizer`` (per-channel int8 weights, uint8
 activations with observed ranges) → calibration on real images → ``convert_pt2e``. The result is a graph of
-quantize / dequantize pairs around fp32 ops; inductor (``package()`` / ``compile_for_inference()``) lowers each
+quantize / dequantize pairs around fp32 ops; inductor (``optimize()`` / ``compile_for_inference()``) lowers each
 pattern to oneDNN's int8 kernels. Run eagerly it is slow and only shows the numerics.
 
 BatchNorm is folded into the convolutions by ``prepare_pt2e``, so the trained model goes in as it is: not the
@@ -12,6 +12,7 @@ BatchNorm is folded into the convolutions by ``prepare_pt2e``, so the trained mo
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import torch
@@ -25,7 +26,7 @@ class QuantizeError(ValueError):
     """The model or the calibration data cannot be quantized as asked."""
 
 
-def _batches(calibration: torch.Tensor | Iterable[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+def calibration_batches(calibration: torch.Tensor | Iterable[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
     if isinstance(calibration, torch.Tensor):
         if calibration.dim() != 4 or not len(calibration):
             raise QuantizeError(f"calibration images must be a non-empty (N, C, H, W) tensor, got "
@@ -42,19 +43,19 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor | Iterable[torch.T
     """``model`` (eval mode, fp32) quantized to int8 after observing ``calibration``: an (N, C, H, W) tensor of
     preprocessed real images, or an iterable of such batches (or of ``(images, labels)``).
 
-    Returns the converted graph (dynamic batch). Compile it with :func:`splitattn.deploy.package` or
-    :func:`splitattn.deploy.compile_for_inference` to run int8 kernels."""
+    Returns the converted graph (dynamic batch); ``model`` itself is left as it was. :func:`splitattn.optimize`
+    with ``dtype="int8"`` does this and compiles the result to int8 kernels."""
     require("torchao", "int8 quantization")
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
     if model.training:
         raise QuantizeError("quantization calibrates an inference model: call model.eval() first")
-    batches = _batches(calibration, batch_size)
+    batches = calibration_batches(calibration, batch_size)
     example = batches[0][:2].float().expand(2, *batches[0].shape[1:])  # a batch of one would become a constant
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
-        graph = torch.export.export(model.float(), (example,), dynamic_shapes=({0: batch},)).module()
+        graph = torch.export.export(copy.deepcopy(model).float(), (example,), dynamic_shapes=({0: batch},)).module()
     quantizer = x86.X86InductorQuantizer()
     # per-channel symmetric int8 weights, uint8 activations from histogram observers (the quantizer's default)
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
